@@ -1,0 +1,113 @@
+"""One exception type per kind of failure, so callers can act on the kind.
+
+Every error here is a user-facing condition: the CLI prints its message and exits 1, never a
+traceback. Messages must never contain an API key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class HailuoPipeError(Exception):
+    """Base of every error the program reports to a user without a traceback."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a storyboard, located in its file (line and column are 1-based)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"file": self.file, "line": self.line, "col": self.col, "message": self.message}
+
+
+class SpecError(HailuoPipeError):
+    """A storyboard is wrong; carries every problem found, not just the first."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col, p.message))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ConfigError(HailuoPipeError):
+    """The environment is missing something (an API key, a base URL, a tool)."""
+
+
+class LockfileError(HailuoPipeError):
+    """The lockfile is corrupt, hand-edited into an invalid state, or of an unknown version."""
+
+
+class LockHeldError(HailuoPipeError):
+    """Another process is rendering the same storyboard right now."""
+
+
+class BudgetExceeded(HailuoPipeError):
+    """The new submissions of a run would cost more than --max-cost allows."""
+
+
+class MediaError(HailuoPipeError):
+    """A video or image could not be read or written."""
+
+
+class DownloadError(HailuoPipeError):
+    """A finished clip could not be downloaded or did not verify; the job is still the provider's."""
+
+
+class RenderFailed(HailuoPipeError):
+    """One or more scenes failed; the others finished and were recorded."""
+
+
+# Provider errors: the small vocabulary every adapter maps its API's errors onto.
+
+
+class ProviderError(HailuoPipeError):
+    """Base of errors reported by (or about) a hosted provider."""
+
+    def __init__(self, message: str, *, provider: str = "", job_id: str | None = None) -> None:
+        self.provider = provider
+        self.job_id = job_id
+        super().__init__(message)
+
+
+class AuthenticationError(ProviderError):
+    """The API key is missing, wrong or has no access."""
+
+
+class RequestRejected(ProviderError):
+    """The provider refused the request as invalid; its own message is kept."""
+
+
+class RateLimited(ProviderError):
+    """Too many requests; `retry_after` is the wait the provider asked for, in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class TransientError(ProviderError):
+    """5xx, timeouts, dropped connections, malformed answers: worth retrying later."""
+
+
+class SubmitUncertain(ProviderError):
+    """A submit was sent but its answer was lost: a paid job may exist. Never resubmitted blindly."""
+
+
+class JobFailed(ProviderError):
+    """The provider ran the job and it failed."""
+
+
+class ContentRefused(JobFailed):
+    """The provider refused the prompt or an image as unsafe content."""
+
+
+class OutputExpired(ProviderError):
+    """The clip's download URL no longer works; the job id still identifies it at the provider."""

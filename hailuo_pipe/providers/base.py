@@ -1,0 +1,155 @@
+"""The one small interface every provider implements.
+
+A provider turns a provider-neutral `Scene` into its own wire request (checked against its JSON
+Schema in `schemas/providers/<name>.json`), submits it, polls it and reports the result in one
+shared vocabulary. The executor never speaks a wire format itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from ..errors import ConfigError
+from ..storyboard import Scene
+
+State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider offers, for `validate` and `hailuo-pipe providers`."""
+
+    # resolution -> durations offered at that resolution
+    durations: Mapping[str, tuple[int, ...]]
+    end_image: bool
+    # False where the API takes only image URLs: local files and chained frames cannot be sent.
+    local_images: bool
+    # Resolutions that need a first frame (512p on every Hailuo 02 API).
+    needs_first_frame: tuple[str, ...] = ("512p",)
+
+    @property
+    def resolutions(self) -> tuple[str, ...]:
+        return tuple(self.durations)
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """A request exactly as it goes on the wire, relative to the provider's base URL."""
+
+    method: str
+    path: str
+    body: Any
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A job's state in the shared vocabulary, with what the provider told about it."""
+
+    state: State
+    output_url: str | None = None
+    cost: float | None = None
+    seed: int | None = None
+    error: str | None = None
+    refused: bool = False  # the provider refused the content (NSFW / sensitive)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class Provider(ABC):
+    name: ClassVar[str]
+    title: ClassVar[str]
+    env_prefix: ClassVar[str]  # "WAVESPEED" -> WAVESPEED_API_KEY, WAVESPEED_BASE_URL
+    default_base_url: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    # True when a submit whose answer was lost can be sent again without creating a second paid
+    # job (the API dedupes on a client-chosen key). Otherwise such a submit is never repeated.
+    idempotent_submit: ClassVar[bool] = False
+    # Local providers render on this machine and implement `render_local`, not submit/poll.
+    local: ClassVar[bool] = False
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None) -> None:
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self._api_key = api_key or ""
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @classmethod
+    def key_variable(cls) -> str:
+        return f"{cls.env_prefix}_API_KEY"
+
+    @classmethod
+    def url_variable(cls) -> str:
+        return f"{cls.env_prefix}_BASE_URL"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Provider:
+        """Configure from the environment; a missing key is an error naming the variable."""
+        env = os.environ if environ is None else environ
+        if cls.local:
+            return cls()
+        key = env.get(cls.key_variable(), "").strip()
+        if not key:
+            raise ConfigError(
+                f"{cls.title} needs an API key: set {cls.key_variable()} in the environment"
+            )
+        return cls(base_url=env.get(cls.url_variable()) or None, api_key=key)
+
+    # -- pure parts: used by validate, plan and fingerprints, no network ------------------------
+
+    @abstractmethod
+    def price(self, scene: Scene) -> Decimal:
+        """What one clip of this scene costs, in USD."""
+
+    @abstractmethod
+    def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
+        """Translate a scene into this API's request.
+
+        `images` maps "image" / "end_image" to the string the API receives: a URL, a data URI,
+        an upload reference, or (for validation and fingerprints) a placeholder `sha256:HEX`.
+        """
+
+    # Wire field name -> scene key, so a schema error on the request points at the YAML line.
+    field_origins: ClassVar[Mapping[str, str]] = {}
+
+    # -- network parts --------------------------------------------------------------------------
+
+    async def encode_image(self, client: httpx.AsyncClient, data: bytes, mime: str) -> str:
+        """Make a local image (file or extracted frame) sendable. Default: a data URI."""
+        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+    async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
+        """Send the request; return the provider's job id.
+
+        `key` is a fresh UUID recorded in the lockfile before this call, usable as the API's
+        idempotency key. Raise `SubmitUncertain` when the request may have reached the API but
+        the answer was lost and the API cannot dedupe a resend.
+        """
+        raise NotImplementedError
+
+    async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
+        raise NotImplementedError
+
+    async def reconcile(
+        self, client: httpx.AsyncClient, key: str, request: WireRequest
+    ) -> str | None:
+        """Find the job a lost submit created, if the API lets us; None when it cannot tell."""
+        return None
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._api_key}"}
+
+    def secrets(self) -> tuple[str, ...]:
+        """Strings that must never be printed or written (used to scrub messages)."""
+        return (self._api_key,) if self._api_key else ()

@@ -1,0 +1,105 @@
+"""The storyboard as data: what `spec.py` produces and everything downstream consumes.
+
+Scenes here are resolved: templates rendered, defaults applied, `foreach` expanded. Each keeps
+where its keys stood in the YAML file so later checks (provider schemas, images, graph) can
+point at the line that caused a problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Frame = Literal["first", "last"]
+RESOLUTIONS = ("512p", "768p", "1080p")
+DURATIONS = (6, 10)
+
+
+@dataclass(frozen=True)
+class Location:
+    line: int
+    col: int
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """`{from: SCENE, frame: first|last}`: a frame of another scene's finished clip."""
+
+    scene: str
+    frame: Frame
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """A first or last frame: exactly one of a local file, a URL, or another scene's frame."""
+
+    path: Path | None = None
+    url: str | None = None
+    ref: FrameRef | None = None
+
+    def describe(self) -> str:
+        if self.ref is not None:
+            return f"{self.ref.frame} frame of scene {self.ref.scene!r}"
+        return self.url if self.url is not None else str(self.path)
+
+
+@dataclass(frozen=True)
+class Scene:
+    id: str
+    prompt: str
+    provider: str
+    duration: int
+    resolution: str
+    prompt_optimizer: bool
+    image: ImageInput | None = None
+    end_image: ImageInput | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    # Where each key of the scene stood in the file: "id", "prompt", "image", "options.fps", ...
+    where: Mapping[str, Location] = field(default_factory=dict, hash=False, compare=False)
+
+    def locate(self, key: str) -> Location:
+        """The position of `key` (or of its closest located parent, or of the scene itself)."""
+        while key:
+            if key in self.where:
+                return self.where[key]
+            key = key.rpartition(".")[0]
+        return self.where.get("", Location(1, 1))
+
+    def frame_refs(self) -> list[FrameRef]:
+        return [img.ref for img in (self.image, self.end_image) if img and img.ref]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """`output: {path, sequence}`: the final film assembled from finished scenes."""
+
+    path: str
+    sequence: tuple[str, ...]
+    where: Location = Location(1, 1)
+
+
+@dataclass(frozen=True)
+class Storyboard:
+    path: Path
+    name: str
+    scenes: tuple[Scene, ...]
+    vars: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    output: Cut | None = None
+    cache: str | None = None
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_suffix(".lock")
+
+    @property
+    def render_dir(self) -> Path:
+        """Clips and extracted frames go here, one folder per storyboard beside the spec."""
+        return self.path.parent / "renders" / self.name
+
+    def scene(self, scene_id: str) -> Scene:
+        for s in self.scenes:
+            if s.id == scene_id:
+                return s
+        raise KeyError(scene_id)
