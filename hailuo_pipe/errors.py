@@ -58,7 +58,7 @@ class MediaError(HailuoPipeError):
 
 
 class DownloadError(HailuoPipeError):
-    """A finished clip could not be downloaded or did not verify; the job is still the provider's."""
+    """A finished clip could not be downloaded or verified; the job is still the provider's."""
 
 
 class RenderFailed(HailuoPipeError):
@@ -98,7 +98,7 @@ class TransientError(ProviderError):
 
 
 class SubmitUncertain(ProviderError):
-    """A submit was sent but its answer was lost: a paid job may exist. Never resubmitted blindly."""
+    """A submit was sent but its answer was lost: a paid job may exist. Never resent blindly."""
 
 
 class JobFailed(ProviderError):

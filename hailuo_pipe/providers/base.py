@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -146,6 +147,16 @@ class Provider(ABC):
     ) -> str | None:
         """Find the job a lost submit created, if the API lets us; None when it cannot tell."""
         return None
+
+    async def render_local(
+        self, scene: Scene, images: Mapping[str, Path | str], dest: Path
+    ) -> None:
+        """Local providers only: write the scene's clip to `dest` on this machine.
+
+        `images` maps "image" / "end_image" to a local file (a Path) or a URL (a str; a local
+        provider never fetches it).
+        """
+        raise NotImplementedError
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._api_key}"}
