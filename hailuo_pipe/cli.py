@@ -1,0 +1,263 @@
+"""The `hailuo-pipe` command: a thin layer over the library.
+
+Exit codes: 0 ok, 1 the spec or the run failed (or, for `status`, something is out of date),
+2 a usage error. A user's own mistake never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, providers
+from .errors import HailuoPipeError, SpecError
+from .lockfile import Lockfile
+from .plan import Plan, make_plan
+from .schemas import load_schema
+from .storyboard import Storyboard
+from .validate import check, load_storyboard
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+SYMBOLS = {
+    "reuse": "=",
+    "create": "+",
+    "replace": "~",
+    "retry": "+",
+    "resume": ">",
+    "fetch": "<",
+    "blocked": "!",
+}
+
+
+def _parse_vars(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--var")
+        out[name] = value
+    return out
+
+
+def spec_options(f: F) -> F:
+    f = click.option(
+        "--var",
+        "variables",
+        multiple=True,
+        metavar="NAME=VALUE",
+        help="Override a template variable (repeatable).",
+    )(f)
+    f = click.option(
+        "--provider",
+        type=click.Choice(providers.PROVIDER_NAMES),
+        help="Render every scene with this provider (e.g. preview).",
+    )(f)
+    return f
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
+
+
+def _scrub(text: str) -> str:
+    """Remove any API key from text that is about to be shown."""
+    for name, value in os.environ.items():
+        if name.endswith("_API_KEY") and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
+def reports_errors(f: F) -> F:
+    """Turn the library's errors into a message and exit code 1, never a traceback."""
+
+    @wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        as_json = kwargs.get("as_json", False)
+        try:
+            return f(*args, **kwargs)
+        except SpecError as err:
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {"ok": False, "errors": [p.to_json() for p in err.problems]}, indent=2
+                    )
+                )
+            else:
+                for problem in err.problems:
+                    click.echo(_scrub(str(problem)), err=True)
+                n = len(err.problems)
+                click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
+            sys.exit(1)
+        except HailuoPipeError as err:
+            if as_json:
+                click.echo(
+                    json.dumps(
+                        {"ok": False, "error": _scrub(str(err)), "kind": type(err).__name__},
+                        indent=2,
+                    )
+                )
+            else:
+                click.echo(f"error: {_scrub(str(err))}", err=True)
+            sys.exit(1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _load(spec: str, variables: tuple[str, ...], provider: str | None) -> Storyboard:
+    return load_storyboard(
+        Path(spec), overrides=_parse_vars(variables), provider=provider, display=spec
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hailuo-pipe")
+def main() -> None:
+    """Render Hailuo 02 storyboards: validate, plan, render, status, report."""
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@spec_options
+@json_option
+@reports_errors
+def validate(
+    specs: tuple[str, ...], variables: tuple[str, ...], provider: str | None, as_json: bool
+) -> None:
+    """Check storyboards completely, spending nothing: every problem with its file:line:col."""
+    overrides = _parse_vars(variables)
+    problems = []
+    counts = {}
+    for spec in specs:
+        board, found = check(Path(spec), overrides=overrides, provider=provider, display=spec)
+        problems += found
+        if board is not None and not found:
+            counts[spec] = len(board.scenes)
+    if problems:
+        raise SpecError(problems)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "errors": [], "scenes": counts}, indent=2))
+    else:
+        for spec, n in counts.items():
+            click.echo(f"{spec}: ok ({n} scene{'s' if n != 1 else ''})")
+
+
+def _print_plan(plan: Plan, board: Storyboard) -> None:
+    width = max((len(s.scene.id) for s in plan.steps), default=5)
+    for s in plan.steps:
+        sc = s.scene
+        price = f"${s.price:.2f}" if s.price else "    -"
+        click.echo(
+            f"  {SYMBOLS[s.action]} {sc.id:<{width}}  {s.action:<8} {sc.provider:<9} "
+            f"{sc.resolution:>5} {sc.duration:>2}s  {price:>6}  {s.reason}"
+        )
+    parts = [
+        f"{plan.count(a)} to {a}"
+        for a in ("create", "replace", "retry", "resume", "fetch")
+        if plan.count(a)
+    ]
+    if plan.count("blocked"):
+        parts.append(f"{plan.count('blocked')} blocked")
+    summary = ", ".join(parts) or "nothing to do"
+    click.echo(
+        f"\nPlan: {summary}; {plan.count('reuse')} up to date. Cost of this run: ${plan.cost:.2f}"
+    )
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@click.option("--force", multiple=True, metavar="SCENE", help="Plan this scene again.")
+@json_option
+@reports_errors
+def plan(
+    spec: str,
+    variables: tuple[str, ...],
+    provider: str | None,
+    force: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Show what a render would do, why, and what it would cost. Nothing is sent."""
+    board = _load(spec, variables, provider)
+    the_plan = make_plan(board, Lockfile.load(board.lock_path, board.name), force=set(force))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": True,
+                    "cost": float(the_plan.cost),
+                    "steps": [s.to_json() for s in the_plan.steps],
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(f"{spec} ({board.name}):")
+        _print_plan(the_plan, board)
+
+
+@main.command()
+def schema() -> None:
+    """Print the storyboard JSON Schema (for editors' YAML language servers)."""
+    click.echo(json.dumps(load_schema("storyboard"), indent=2))
+
+
+def _provider_rows() -> list[Mapping[str, Any]]:
+    from .storyboard import Scene
+
+    rows = []
+    for name in providers.PROVIDER_NAMES:
+        cls = providers.get(name)
+        caps = cls.capabilities
+        prices = {}
+        for res, durations in caps.durations.items():
+            for d in durations:
+                probe = Scene(
+                    id="x",
+                    prompt="x",
+                    provider=name,
+                    duration=d,
+                    resolution=res,
+                    prompt_optimizer=False,
+                )
+                prices[f"{res}/{d}s"] = float(cls().price(probe))
+        rows.append(
+            {
+                "name": name,
+                "title": cls.title,
+                "durations": dict(caps.durations),
+                "end_image": caps.end_image,
+                "local_images": caps.local_images,
+                "prices": prices,
+                "env": [] if cls.local else [cls.key_variable(), cls.url_variable()],
+                "base_url": cls.default_base_url,
+            }
+        )
+    return rows
+
+
+@main.command("providers")
+@json_option
+def providers_cmd(as_json: bool) -> None:
+    """List the providers: resolutions, durations, frames, prices and environment variables."""
+    rows = _provider_rows()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']}  ({r['title']})")
+        for res, durations in r["durations"].items():
+            cost = ", ".join(f"{d} s ${r['prices'][f'{res}/{d}s']:.2f}" for d in durations)
+            click.echo(f"    {res:>5}: {cost}")
+        frames = "first + last frame" if r["end_image"] else "first frame only"
+        images = "files and URLs" if r["local_images"] else "image URLs only"
+        click.echo(f"    frames: {frames}; images: {images}")
+        if r["env"]:
+            click.echo(f"    env: {', '.join(r['env'])}")

@@ -1,0 +1,527 @@
+"""Render a storyboard: run what is out of date, resume what was submitted, lose nothing.
+
+Each scene is one asyncio task that waits for the scenes whose frames it needs, decides again
+with the real input frames (the plan could only guess them), and then walks
+    submit -> record job id -> poll -> download -> hash -> extract frames -> record done
+writing the lockfile at every step, so a crash anywhere resumes without paying twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+
+from . import media, providers
+from .download import download
+from .errors import (
+    BudgetExceeded,
+    ConfigError,
+    ContentRefused,
+    HailuoPipeError,
+    JobFailed,
+    MediaError,
+    ProviderError,
+    SubmitUncertain,
+)
+from .graph import Graph
+from .images import check as check_image
+from .images import sha256_file
+from .lockfile import Entry, FileRecord, Lockfile, exclusive, now
+from .plan import SPENDING, Plan, Step, _step, make_plan
+from .polling import DurationEstimator
+from .providers.base import JobStatus, Provider, WireRequest
+from .storyboard import ImageInput, Scene, Storyboard
+
+JOB_TIMEOUT = 60 * 60.0  # a job still running after an hour is left to a later run
+
+
+@dataclass(frozen=True)
+class Event:
+    """Progress of one scene, for whoever displays it."""
+
+    scene: str
+    state: str  # waiting | submitting | queued | running | downloading | done | reused | ...
+    provider: str
+    detail: str = ""
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    scene: str
+    outcome: str  # reused | rendered | resumed | fetched | failed | skipped | interrupted
+    cost: float = 0.0
+    error: str | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    results: tuple[SceneResult, ...]
+    interrupted: bool = False
+    cut: str | None = None  # path of the assembled cut, when the storyboard declares one
+
+    @property
+    def failed(self) -> list[SceneResult]:
+        return [r for r in self.results if r.outcome in ("failed", "skipped")]
+
+    @property
+    def spent(self) -> float:
+        return sum(r.cost for r in self.results)
+
+
+@dataclass
+class RenderOptions:
+    concurrency: int = 4
+    per_provider: int | None = None
+    force: Collection[str] = ()
+    resubmit: Collection[str] = ()
+    only: Collection[str] | None = None
+    max_cost: Decimal | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    on_event: Callable[[Event], None] = lambda event: None
+    http_timeout: float = 60.0
+
+
+class Interrupted(Exception):
+    pass
+
+
+class _SceneFailed(Exception):
+    pass
+
+
+def check_budget(plan: Plan, max_cost: Decimal | None) -> None:
+    if max_cost is not None and plan.cost > max_cost:
+        raise BudgetExceeded(
+            f"this run would spend ${plan.cost:.2f} on new submissions, more "
+            f"than --max-cost ${max_cost:.2f}; nothing was submitted"
+        )
+
+
+def configure(plan: Plan, environ: Mapping[str, str]) -> dict[str, Provider]:
+    """Providers for every scene that needs the network, or ConfigError before anything is sent."""
+    configured: dict[str, Provider] = {}
+    missing = []
+    for step in plan.steps:
+        name = step.scene.provider
+        if name in configured or step.action == "reuse":
+            continue
+        try:
+            configured[name] = providers.get(name).from_env(environ)
+        except ConfigError as err:
+            missing.append(str(err))
+    if missing:
+        raise ConfigError("; ".join(dict.fromkeys(missing)) + " (nothing was submitted)")
+    return configured
+
+
+def render(board: Storyboard, options: RenderOptions | None = None) -> RenderResult:
+    """Render under the spec's lock; Ctrl-C or SIGTERM stops new submits, resumably."""
+    opts = options or RenderOptions()
+    with exclusive(board.lock_path):
+        lock = Lockfile.load(board.lock_path, board.name)
+        plan = make_plan(board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only)
+        check_budget(plan, opts.max_cost)
+        configured = configure(plan, opts.environ)
+        return asyncio.run(_Run(board, lock, plan, configured, opts).run())
+
+
+class _Run:
+    def __init__(
+        self,
+        board: Storyboard,
+        lock: Lockfile,
+        plan: Plan,
+        configured: Mapping[str, Provider],
+        opts: RenderOptions,
+    ) -> None:
+        self.board, self.lock, self.plan, self.opts = board, lock, plan, opts
+        self.providers = configured
+        self.base = board.path.parent
+        self.graph = Graph.of(board.scenes)
+        self.frames: dict[tuple[str, str], str] = {}
+        self.done: dict[str, asyncio.Future[bool]] = {}
+        self.stop = asyncio.Event()
+        self.estimator = DurationEstimator()
+        self.results: dict[str, SceneResult] = {}
+
+    async def run(self) -> RenderResult:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._interrupt)
+        self.slots = asyncio.Semaphore(self.opts.concurrency)
+        limit = self.opts.per_provider or self.opts.concurrency
+        self.provider_slots = {name: asyncio.Semaphore(limit) for name in self.providers}
+        self.done = {s.scene.id: loop.create_future() for s in self.plan.steps}
+        try:
+            async with self._clients() as clients:
+                self.clients = clients
+                await asyncio.gather(*(self._scene(step) for step in self.plan.steps))
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        cut = None
+        if not self.stop.is_set() and self.board.output and self.opts.only is None:
+            cut = await asyncio.to_thread(self._cut)
+        order = [s.scene.id for s in self.plan.steps]
+        return RenderResult(tuple(self.results[i] for i in order), self.stop.is_set(), cut)
+
+    def _interrupt(self) -> None:
+        if self.stop.is_set():  # a second Ctrl-C: stop now, the lockfile is already consistent
+            raise KeyboardInterrupt
+        self.stop.set()
+
+    @contextlib.asynccontextmanager
+    async def _clients(self):  # type: ignore[no-untyped-def]
+        timeout = httpx.Timeout(self.opts.http_timeout, connect=10.0)
+        limits = httpx.Limits(max_connections=max(10, self.opts.concurrency * 2))
+        async with contextlib.AsyncExitStack() as stack:
+            clients: dict[str, httpx.AsyncClient] = {}
+            for name, provider in self.providers.items():
+                if not provider.local:
+                    clients[name] = await stack.enter_async_context(
+                        httpx.AsyncClient(
+                            timeout=timeout, limits=limits, headers=provider.auth_headers()
+                        )
+                    )
+            # downloads go to presigned URLs, often another host: never send API keys there
+            clients[""] = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True)
+            )
+            yield clients
+
+    def emit(self, scene: Scene, state: str, detail: str = "", elapsed: float = 0.0) -> None:
+        self.opts.on_event(Event(scene.id, state, scene.provider, detail, elapsed))
+
+    # -- one scene --------------------------------------------------------------------------
+
+    async def _scene(self, planned: Step) -> None:
+        scene = planned.scene
+        ok = False
+        try:
+            blocked = await self._wait_for_inputs(scene)
+            if blocked:
+                self.results[scene.id] = SceneResult(
+                    scene.id, "skipped", error=f"needs {blocked}, which failed"
+                )
+                self.emit(scene, "skipped", f"needs {blocked}, which failed")
+                return
+            step = _step(
+                scene,
+                self.lock.scenes.get(scene.id),
+                self.frames,
+                self.base,
+                scene.id in self.opts.force,
+                scene.id in self.opts.resubmit,
+            )
+            result = await self._act(step)
+            self.results[scene.id] = result
+            ok = result.outcome not in ("failed", "skipped", "interrupted")
+        except Interrupted:
+            self.results[scene.id] = SceneResult(scene.id, "interrupted")
+            self.emit(scene, "interrupted")
+        except HailuoPipeError as err:
+            entry = self.lock.scenes.get(scene.id)
+            self.results[scene.id] = SceneResult(
+                scene.id, "failed", error=str(err), job_id=entry.job_id if entry else None
+            )
+            self.emit(scene, "failed", str(err))
+        finally:
+            if ok:
+                self._record_frames(scene.id)
+            self.done[scene.id].set_result(ok)
+
+    async def _wait_for_inputs(self, scene: Scene) -> str | None:
+        for dep in self.graph.needs[scene.id]:
+            if dep in self.done and not await self.done[dep]:
+                return dep
+        return None
+
+    def _record_frames(self, scene_id: str) -> None:
+        entry = self.lock.scenes.get(scene_id)
+        if entry is not None:
+            for which, record in entry.frames.items():
+                self.frames[(scene_id, which)] = "sha256:" + record.sha256
+
+    async def _act(self, step: Step) -> SceneResult:
+        scene, entry = step.scene, step.entry
+        if step.action == "reuse":
+            self.emit(scene, "reused")
+            return SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None)
+        if self.stop.is_set():
+            raise Interrupted
+        provider = self.providers[scene.provider]
+        async with self.slots, self.provider_slots[scene.provider]:
+            if provider.local:
+                return await self._render_local(step, provider)
+            if step.action in SPENDING:
+                job_id = await self._submit(step, provider, key=str(uuid.uuid4()))
+                outcome = "rendered"
+            elif step.action == "fetch":
+                assert entry is not None and entry.job_id
+                job_id, outcome = entry.job_id, "fetched"
+            elif step.action == "resume" and entry and entry.state == "submitted":
+                assert entry.job_id
+                job_id, outcome = entry.job_id, "resumed"
+            else:  # resume an interrupted submit (idempotent) or reconcile a blocked one
+                assert entry is not None
+                job_id = await self._resubmit_or_reconcile(step, provider, entry)
+                outcome = "resumed"
+            return await self._finish(step, provider, job_id, outcome)
+
+    # -- local (preview) --------------------------------------------------------------------
+
+    async def _render_local(self, step: Step, provider: Provider) -> SceneResult:
+        scene = step.scene
+        started = time.monotonic()
+        self.emit(scene, "running", "rendering locally")
+        inputs: dict[str, Path | str] = {}
+        for key in ("image", "end_image"):
+            img = getattr(scene, key)
+            if img is not None:
+                inputs[key] = img.url if img.url is not None else self._local_image(img)
+        dest = self._clip_path(scene)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await provider.render_local(scene, inputs, dest)
+        except OSError as err:
+            raise MediaError(f"cannot write the preview of {scene.id}: {err}") from None
+        entry = self._new_entry(step, key="local", job_id=f"local-{uuid.uuid4().hex[:12]}")
+        entry = await self._record_done(
+            scene, entry, dest, sha256_file(dest), dest.stat().st_size, JobStatus("succeeded")
+        )
+        self.emit(
+            scene,
+            "done",
+            f"{entry.output.size if entry.output else 0:,} bytes",
+            time.monotonic() - started,
+        )
+        return SceneResult(scene.id, "rendered", job_id=entry.job_id)
+
+    # -- hosted providers ---------------------------------------------------------------------
+
+    def _new_entry(self, step: Step, *, key: str, job_id: str | None = None) -> Entry:
+        assert step.fingerprint is not None and step.request is not None
+        return Entry(
+            fingerprint=step.fingerprint,
+            provider=step.scene.provider,
+            state="submitting",
+            key=key,
+            request=step.request.body,
+            job_id=job_id,
+            submitted_at=now(),
+        )
+
+    async def _wire_request(self, scene: Scene, provider: Provider) -> WireRequest:
+        client = self.clients[scene.provider]
+        wire: dict[str, str] = {}
+        for key in ("image", "end_image"):
+            img = getattr(scene, key)
+            if img is None:
+                continue
+            if img.url is not None:
+                wire[key] = img.url
+            else:
+                path = self._local_image(img)
+                mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+                wire[key] = await provider.encode_image(client, path.read_bytes(), mime)
+        return provider.build_request(scene, wire)
+
+    def _local_image(self, img: ImageInput) -> Path:
+        if img.path is not None:
+            check_image(img.path)
+            return img.path
+        assert img.ref is not None
+        entry = self.lock.scenes[img.ref.scene]
+        return self.base / entry.frames[img.ref.frame].path
+
+    async def _submit(self, step: Step, provider: Provider, key: str) -> str:
+        scene = step.scene
+        request = await self._wire_request(scene, provider)
+        # Recorded before sending: a crash from here on can never lead to a blind resubmit.
+        self.lock.put(scene.id, self._new_entry(step, key=key))
+        self.emit(scene, "submitting")
+        try:
+            job_id = await provider.submit(self.clients[scene.provider], request, key)
+        except SubmitUncertain as err:
+            found = await self._reconcile(provider, scene, key, request)
+            if found is None:
+                self.lock.update(scene.id, state="unknown", error=str(err))
+                raise SubmitUncertain(
+                    f"{scene.id}: the submission to {provider.title} may have created a job "
+                    f"but its answer was lost ({err}); it is not sent again. Look for it at "
+                    f"the provider, then rerun with --resubmit {scene.id} to submit anew",
+                    provider=provider.name,
+                ) from None
+            job_id = found
+        except ProviderError as err:
+            # the provider refused the request: no job exists, so a later run may retry it
+            self.lock.update(scene.id, state="failed", error=str(err), finished_at=now())
+            raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None
+        self.lock.update(scene.id, state="submitted", job_id=job_id)
+        return job_id
+
+    async def _reconcile(
+        self, provider: Provider, scene: Scene, key: str, request: WireRequest
+    ) -> str | None:
+        try:
+            return await provider.reconcile(self.clients[scene.provider], key, request)
+        except ProviderError:
+            return None
+
+    async def _resubmit_or_reconcile(self, step: Step, provider: Provider, entry: Entry) -> str:
+        scene = step.scene
+        if provider.idempotent_submit and entry.state == "submitting":
+            request = await self._wire_request(scene, provider)
+            self.emit(scene, "submitting", f"resending with key {entry.key}")
+            job_id = await provider.submit(self.clients[scene.provider], request, entry.key)
+            self.lock.update(scene.id, state="submitted", job_id=job_id)
+            return job_id
+        request = await self._wire_request(scene, provider)
+        found = await self._reconcile(provider, scene, entry.key, request)
+        if found is None:
+            if entry.state != "unknown":
+                self.lock.update(scene.id, state="unknown")
+            raise SubmitUncertain(f"{scene.id}: {step.reason}", provider=provider.name)
+        self.lock.update(scene.id, state="submitted", job_id=found)
+        return found
+
+    async def _finish(
+        self, step: Step, provider: Provider, job_id: str, outcome: str
+    ) -> SceneResult:
+        scene = step.scene
+        status = await self._poll(scene, provider, job_id)
+        if status.state != "succeeded":
+            error = status.error or f"the job ended {status.state}"
+            self.lock.update(scene.id, state="failed", error=error, finished_at=now())
+            kind = ContentRefused if status.refused else JobFailed
+            raise kind(
+                f"{scene.id}: job {job_id} at {provider.title} failed: {error}",
+                provider=provider.name,
+                job_id=job_id,
+            )
+        if not status.output_url:
+            raise JobFailed(
+                f"{scene.id}: job {job_id} succeeded but gave no clip URL",
+                provider=provider.name,
+                job_id=job_id,
+            )
+        self.emit(scene, "downloading")
+        dest = self._clip_path(scene)
+        got = await download(self.clients[""], status.output_url, dest, job_id=job_id)
+        entry = await self._record_done(
+            scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
+        )
+        self.emit(scene, "done", f"job {job_id}")
+        cost = entry.cost if entry.cost is not None else float(step.price)
+        return SceneResult(
+            scene.id, outcome, cost=cost if outcome == "rendered" else 0.0, job_id=job_id
+        )
+
+    async def _poll(self, scene: Scene, provider: Provider, job_id: str) -> JobStatus:
+        client = self.clients[scene.provider]
+        entry = self.lock.scenes[scene.id]
+        started = time.monotonic() - _age(entry.submitted_at)
+        schedule = self.estimator.schedule(provider.name)
+        last_state = ""
+        while True:
+            elapsed = time.monotonic() - started
+            status = await provider.poll(client, job_id)
+            if status.state != last_state:
+                self.emit(scene, status.state, f"job {job_id}", elapsed)
+                last_state = status.state
+            if status.terminal:
+                if status.state == "succeeded":
+                    self.estimator.observe(provider.name, elapsed)
+                return status
+            if elapsed > JOB_TIMEOUT:
+                raise JobFailed(
+                    f"{scene.id}: job {job_id} is still {status.state} after "
+                    f"{elapsed / 60:.0f} min; rerun later to resume it",
+                    provider=provider.name,
+                    job_id=job_id,
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), schedule.next_delay(elapsed))
+            if self.stop.is_set():
+                raise Interrupted
+
+    async def _record_done(
+        self, scene: Scene, entry: Entry, clip: Path, sha: str, size: int, status: JobStatus
+    ) -> Entry:
+        frames = await asyncio.to_thread(self._extract_frames, scene, clip)
+        done = Entry(
+            fingerprint=entry.fingerprint,
+            provider=entry.provider,
+            state="done",
+            key=entry.key,
+            request=entry.request,
+            job_id=entry.job_id,
+            submitted_at=entry.submitted_at,
+            finished_at=now(),
+            output=FileRecord(self._rel(clip), sha, size),
+            frames=frames,
+            cost=status.cost if status.cost is not None else entry.cost,
+            seed=status.seed if status.seed is not None else entry.seed,
+        )
+        self.lock.put(scene.id, done)
+        return done
+
+    def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
+        frames = {}
+        for which in ("first", "last"):
+            png = clip.with_name(f"{scene.id}.{which}.png")
+            try:
+                media.extract_frame(clip, which, png)  # type: ignore[arg-type]
+            except MediaError as err:
+                raise MediaError(
+                    f"{scene.id}: the downloaded clip is not a readable video ({err})"
+                ) from None
+            frames[which] = FileRecord(self._rel(png), sha256_file(png), png.stat().st_size)
+        return frames
+
+    def _clip_path(self, scene: Scene) -> Path:
+        return self.board.render_dir / f"{scene.id}.mp4"
+
+    def _rel(self, path: Path) -> str:
+        return os.path.relpath(path, self.base)
+
+    # -- the cut ----------------------------------------------------------------------------
+
+    def _cut(self) -> str | None:
+        from .cut import assemble
+
+        return assemble(self.board, self.lock)
+
+
+def _age(timestamp: str | None) -> float:
+    """Seconds since an ISO timestamp from the lockfile (0 when unknown)."""
+    if not timestamp:
+        return 0.0
+    try:
+        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+
+
+def summary_line(result: RenderResult) -> str:
+    counts: dict[str, int] = {}
+    for r in result.results:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    parts = [f"{n} {k}" for k, n in sorted(counts.items())]
+    return f"{', '.join(parts)}; spent ${result.spent:.2f}"

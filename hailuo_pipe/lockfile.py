@@ -1,0 +1,222 @@
+"""The lockfile beside the spec: what was submitted, what finished, and what it produced.
+
+It is committed to git, so it is deterministic JSON (sorted keys, one scene per key, no volatile
+fields but timestamps of real state changes) and it never holds a secret. It is rewritten
+atomically (temp file, fsync, rename) after every state change, and a process-wide lock makes
+sure two renders of one spec never interleave.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import LockfileError, LockHeldError
+
+FORMAT_VERSION = 1
+# submitting: key recorded, request about to be sent (its fate is unknown after a crash)
+# submitted:  the provider answered with a job id; resume by polling it
+# unknown:    the submit's answer was lost and the API cannot dedupe; never resent blindly
+State = Literal["submitting", "submitted", "unknown", "done", "failed"]
+STATES: tuple[str, ...] = ("submitting", "submitted", "unknown", "done", "failed")
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file the render produced, relative to the spec's folder."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    fingerprint: str
+    provider: str
+    state: State
+    key: str  # the idempotency key sent with the submit (a UUID we chose)
+    request: Mapping[str, Any]  # the canonical request: images as content hashes or URLs
+    job_id: str | None = None
+    submitted_at: str | None = None
+    finished_at: str | None = None
+    output: FileRecord | None = None
+    frames: Mapping[str, FileRecord] = field(default_factory=dict)  # "first"/"last" -> PNG
+    cost: float | None = None
+    seed: int | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {k: v for k, v in data.items() if v not in (None, {})}
+
+    @classmethod
+    def from_json(cls, scene_id: str, data: Any) -> Entry:
+        where = f"scene {scene_id!r}"
+        if not isinstance(data, dict):
+            raise LockfileError(f"{where} is not an object")
+        try:
+            output = data.get("output")
+            frames = data.get("frames") or {}
+            entry = cls(
+                fingerprint=_str(data, "fingerprint", where),
+                provider=_str(data, "provider", where),
+                state=data["state"],
+                key=_str(data, "key", where),
+                request=data.get("request") or {},
+                job_id=data.get("job_id"),
+                submitted_at=data.get("submitted_at"),
+                finished_at=data.get("finished_at"),
+                output=FileRecord(**output) if output else None,
+                frames={k: FileRecord(**v) for k, v in frames.items()},
+                cost=data.get("cost"),
+                seed=data.get("seed"),
+                error=data.get("error"),
+            )
+        except (KeyError, TypeError) as err:
+            raise LockfileError(f"{where} is malformed ({err})") from None
+        if entry.state not in STATES:
+            raise LockfileError(f"{where} has an unknown state {entry.state!r}")
+        if entry.state in ("submitted", "done") and not entry.job_id:
+            raise LockfileError(f"{where} is {entry.state} but has no job id")
+        if entry.state == "done" and entry.output is None:
+            raise LockfileError(f"{where} is done but records no output file")
+        return entry
+
+
+def _str(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise LockfileError(f"{where} has no valid {key!r}")
+    return value
+
+
+@dataclass
+class Lockfile:
+    path: Path
+    storyboard: str
+    scenes: dict[str, Entry] = field(default_factory=dict)
+    cut: FileRecord | None = None
+    cut_fingerprint: str | None = None
+
+    @classmethod
+    def load(cls, path: Path, storyboard: str) -> Lockfile:
+        """An empty lockfile when none exists; LockfileError when it exists but is not valid."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls(path, storyboard)
+        except (OSError, UnicodeDecodeError) as err:
+            raise LockfileError(f"{path}: cannot read the lockfile: {err}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LockfileError(
+                f"{path}:{err.lineno}:{err.colno}: the lockfile is not valid "
+                f"JSON ({err.msg}); restore it from git, or delete it to "
+                "forget every recorded job"
+            ) from None
+        try:
+            if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+                raise LockfileError(
+                    f"lockfile version {data.get('version')!r} is not {FORMAT_VERSION}"
+                    if isinstance(data, dict)
+                    else "the lockfile is not a JSON object"
+                )
+            scenes = data.get("scenes", {})
+            if not isinstance(scenes, dict):
+                raise LockfileError("'scenes' is not an object")
+            lock = cls(
+                path, storyboard, {sid: Entry.from_json(sid, e) for sid, e in scenes.items()}
+            )
+            if data.get("cut"):
+                lock.cut = FileRecord(**data["cut"]["output"])
+                lock.cut_fingerprint = data["cut"]["fingerprint"]
+        except LockfileError as err:
+            raise LockfileError(
+                f"{path}: {err}; restore it from git or fix it by hand — "
+                "nothing is rendered until it is valid"
+            ) from None
+        except (KeyError, TypeError) as err:
+            raise LockfileError(f"{path}: the cut record is malformed ({err})") from None
+        return lock
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "storyboard": self.storyboard,
+            "scenes": {sid: self.scenes[sid].to_json() for sid in sorted(self.scenes)},
+        }
+        if self.cut is not None:
+            data["cut"] = {"fingerprint": self.cut_fingerprint, "output": asdict(self.cut)}
+        return data
+
+    def save(self) -> None:
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        atomic_write(self.path, text.encode("utf-8"))
+
+    def update(self, scene_id: str, **changes: Any) -> Entry:
+        """Change one scene's entry and write the lockfile before returning."""
+        entry = replace(self.scenes[scene_id], **changes)
+        self.scenes[scene_id] = entry
+        self.save()
+        return entry
+
+    def put(self, scene_id: str, entry: Entry) -> None:
+        self.scenes[scene_id] = entry
+        self.save()
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold the render lock of one spec for the duration; refuse if another process has it."""
+    mutex = lock_path.with_name(f".{lock_path.name}.pid")
+    fd = os.open(mutex, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise LockHeldError(
+                f"{lock_path.name} is being rendered by process {holder}; "
+                "wait for it to finish (two renders of one spec never "
+                "interleave)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)

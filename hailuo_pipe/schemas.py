@@ -1,0 +1,153 @@
+"""JSON Schema validation with messages a person understands.
+
+The schemas live in `schemas/` at the top of the repository (installed as `hailuo_pipe/_schemas`).
+A subschema may carry `"x-message"`, which replaces jsonschema's own wording for errors raised
+by it; the rest of the wording is translated here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from .errors import Problem
+from .spec import DocPath, Document
+
+
+def schema_dir() -> Path:
+    installed = Path(__file__).parent / "_schemas"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "schemas"
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """`storyboard` or `providers/NAME`."""
+    path = schema_dir() / (f"{name}.schema.json" if name == "storyboard" else f"{name}.json")
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    schema = load_schema(name)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def _leaves(error: ValidationError) -> Iterator[ValidationError]:
+    """The most specific errors: for oneOf/anyOf whose branches all fail, prefer x-message."""
+    if error.validator in ("oneOf", "anyOf") and not error.schema.get("x-message"):
+        # the branch that got furthest (deepest path) is the one the author meant
+        best = max(error.context or [], key=lambda e: len(e.absolute_path), default=None)
+        if best is not None:
+            yield from _leaves(best)
+            return
+    yield error
+
+
+def _name(path: DocPath) -> str:
+    parts = [p for p in path if isinstance(p, str)]
+    return parts[-1] if parts else "the storyboard"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    kind = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }.get(type(value), type(value).__name__)
+    shown = json.dumps(value, default=str)
+    return (
+        f"{kind} ({shown[:40]}{'…' if len(shown) > 40 else ''})"
+        if kind not in ("a list", "a mapping")
+        else kind
+    )
+
+
+_TYPE_WORDS = {
+    "integer": "a whole number",
+    "number": "a number",
+    "string": "a string",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+}
+
+
+def message(error: ValidationError, path: DocPath) -> tuple[str, DocPath, bool]:
+    """A person's message for one error, the path to point at, and whether that is a key."""
+    custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
+    name = _name(path)
+    v, inst = error.validator, error.instance
+    if v == "additionalProperties" and isinstance(inst, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(k for k in inst if k not in allowed)
+        key = extra[0]
+        guess = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"; did you mean {guess[0]!r}?" if guess else f"; allowed: {', '.join(allowed)}"
+        where = f" in {name}" if path else ""
+        return f"unknown key {key!r}{where}{hint}", (*path, key), True
+    if v == "required":
+        missing = (
+            error.message.split("'")[1] if "'" in error.message else str(error.validator_value)
+        )
+        return f"{name} is missing the required key {missing!r}", path, False
+    if custom:
+        return f"{name}: {custom}" if path else custom, path, False
+    if v == "type":
+        want = error.validator_value
+        wants = [want] if isinstance(want, str) else list(want)
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wants)
+        return f"{name} must be {words}, not {_describe(inst)}", path, False
+    if v == "enum":
+        options = ", ".join(json.dumps(o) for o in error.validator_value)
+        return f"{name} must be one of {options}, not {json.dumps(inst, default=str)}", path, False
+    if v == "const":
+        return f"{name} must be {json.dumps(error.validator_value)}", path, False
+    if v == "maxLength":
+        return (
+            (f"{name} is {len(inst)} characters long; at most {error.validator_value} are allowed"),
+            path,
+            False,
+        )
+    if v == "minLength":
+        return f"{name} must not be empty", path, False
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{name} is {inst}: {error.message.split(' is ', 1)[-1]}", path, False
+    if v == "minItems":
+        return f"{name} needs at least {error.validator_value} item(s)", path, False
+    return f"{name}: {error.message}", path, False
+
+
+def validate_document(doc: Document) -> list[Problem]:
+    """Check a loaded storyboard against storyboard.schema.json; every problem located."""
+    problems = []
+    for top in validator("storyboard").iter_errors(doc.data):
+        for err in _leaves(top):
+            path: DocPath = tuple(err.absolute_path)
+            text, at, is_key = message(err, path)
+            problems.append(doc.problem(at, text, key=is_key))
+    return problems
+
+
+def request_errors(provider: str, body: Any) -> list[tuple[DocPath, str]]:
+    """Check a provider request body; returns (path inside the body, message) pairs."""
+    out = []
+    for top in validator(f"providers/{provider}").iter_errors(body):
+        for err in _leaves(top):
+            path: DocPath = tuple(err.absolute_path)
+            text, at, _ = message(err, path)
+            out.append((at, text))
+    return out

@@ -1,0 +1,222 @@
+"""Everything that can be known about a storyboard before spending: one pass, all problems.
+
+load -> storyboard schema -> templates -> ids -> graph -> per-provider checks -> images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from . import images, providers, schemas, spec
+from .errors import Problem, SpecError
+from .graph import CycleError, Graph
+from .resolve import resolve
+from .storyboard import Scene, Storyboard
+
+MAX_PROMPT = 2000
+PLACEHOLDER = "sha256:" + "0" * 64
+
+# Makes a located problem from a scene, one of its keys ("image", "options.fps") and a message.
+Locator = Callable[[Scene, str, str], Problem]
+
+
+def load_storyboard(
+    path: Path,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    provider: str | None = None,
+    display: str | None = None,
+) -> Storyboard:
+    """Load and check a storyboard; raises SpecError with every problem found."""
+    board, problems = check(path, overrides=overrides, provider=provider, display=display)
+    if problems or board is None:
+        raise SpecError(problems)
+    return board
+
+
+def check(
+    path: Path,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    provider: str | None = None,
+    display: str | None = None,
+) -> tuple[Storyboard | None, list[Problem]]:
+    doc, problems = spec.load(path, display)
+    if problems:
+        return None, problems
+    problems = schemas.validate_document(doc)
+    if problems:
+        return None, problems
+    board, problems = resolve(doc, path.resolve(), overrides=overrides, provider=provider)
+    file = doc.file
+
+    def at(scene: Scene, key: str, message: str) -> Problem:
+        loc = scene.locate(key)
+        return Problem(file, loc.line, loc.col, message)
+
+    seen: dict[str, Scene] = {}
+    for scene in board.scenes:
+        if scene.id in seen:
+            first = seen[scene.id].locate("id")
+            problems.append(
+                at(
+                    scene,
+                    "id",
+                    f"duplicate scene id {scene.id!r} (first used at line {first.line})",
+                )
+            )
+        seen.setdefault(scene.id, scene)
+    problems += _graph_problems(seen, at)
+    for scene in seen.values():
+        problems += _provider_problems(scene, at)
+        problems += _image_problems(scene, at)
+    problems += _cut_problems(doc, board, seen)
+    return board, problems
+
+
+def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
+    out = []
+    for scene in scenes.values():
+        for key in ("image", "end_image"):
+            img = getattr(scene, key)
+            if img and img.ref and img.ref.scene not in scenes:
+                out.append(
+                    at(
+                        scene,
+                        f"{key}.from",
+                        f"{key} takes a frame from scene {img.ref.scene!r}, which does not exist",
+                    )
+                )
+            elif img and img.ref and img.ref.scene == scene.id:
+                out.append(at(scene, f"{key}.from", f"scene {scene.id!r} cannot use its own frame"))
+    if out:
+        return out
+    try:
+        Graph.of(scenes.values()).topological()
+    except CycleError as err:
+        first = scenes[err.cycle[0]]
+        out.append(at(first, "", "frame references form a cycle: " + " -> ".join(err.cycle)))
+    return out
+
+
+def _provider_problems(scene: Scene, at: Locator) -> list[Problem]:
+    cls = providers.get(scene.provider)
+    caps, title = cls.capabilities, cls.title
+    out = []
+    if len(scene.prompt) > MAX_PROMPT:
+        out.append(
+            at(
+                scene,
+                "prompt",
+                f"the prompt is {len(scene.prompt)} characters once "
+                f"rendered; at most {MAX_PROMPT} are allowed",
+            )
+        )
+    if scene.resolution not in caps.durations:
+        out.append(
+            at(
+                scene,
+                "resolution",
+                f"{title} does not render {scene.resolution}; it "
+                f"offers {', '.join(caps.resolutions)}",
+            )
+        )
+    elif scene.duration not in caps.durations[scene.resolution]:
+        offered = " or ".join(str(d) for d in caps.durations[scene.resolution])
+        out.append(
+            at(
+                scene,
+                "duration",
+                f"{title} renders {scene.resolution} clips of {offered} s, not {scene.duration} s",
+            )
+        )
+    if scene.resolution in caps.needs_first_frame and scene.image is None:
+        out.append(
+            at(
+                scene,
+                "resolution",
+                f"{scene.resolution} needs a first frame: add an image to this scene",
+            )
+        )
+    if scene.end_image is not None and not caps.end_image:
+        out.append(
+            at(
+                scene,
+                "end_image",
+                f"{title} takes no last frame; remove end_image or choose a provider that does",
+            )
+        )
+    if not caps.local_images:
+        for key in ("image", "end_image"):
+            img = getattr(scene, key)
+            if img is not None and img.url is None:
+                out.append(
+                    at(
+                        scene,
+                        key,
+                        f"{title} takes only image URLs, so "
+                        f"{img.describe()} cannot be sent; use an https URL "
+                        "or another provider",
+                    )
+                )
+    if out or (cls.local and scene.provider != "preview"):
+        return out
+    images_ = {
+        k: (img.url or PLACEHOLDER)
+        for k in ("image", "end_image")
+        if (img := getattr(scene, k)) is not None
+    }
+    body = cls().build_request(scene, images_).body
+    for path, message in schemas.request_errors(scene.provider, body):
+        out.append(at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}"))
+    return out
+
+
+def _origin(cls: type[providers.Provider], scene: Scene, path: spec.DocPath) -> str:
+    """The scene key a wire field came from, so the error points at the right YAML line."""
+    for part in reversed(path):
+        if not isinstance(part, str):
+            continue
+        if part in cls.field_origins:
+            return cls.field_origins[part]
+        if f"options.{part}" in scene.where:
+            return f"options.{part}"
+        if part in scene.where:
+            return part
+    return "options" if "options" in scene.where else ""
+
+
+def _image_problems(scene: Scene, at: Locator) -> list[Problem]:
+    out = []
+    for key in ("image", "end_image"):
+        img = getattr(scene, key)
+        if img is not None and img.path is not None:
+            try:
+                images.check(img.path)
+            except images.ImageProblem as err:
+                out.append(at(scene, key, str(err)))
+    return out
+
+
+def _cut_problems(
+    doc: spec.Document, board: Storyboard, scenes: Mapping[str, Scene]
+) -> list[Problem]:
+    if board.output is None:
+        return []
+    out = []
+    if ".." in Path(board.output.path).parts:
+        out.append(
+            doc.problem(
+                ("output", "path"), "output.path must stay inside the spec's folder (no '..')"
+            )
+        )
+    for i, scene_id in enumerate(board.output.sequence):
+        if scene_id not in scenes:
+            out.append(
+                doc.problem(
+                    ("output", "sequence", i),
+                    f"output.sequence names scene {scene_id!r}, which does not exist",
+                )
+            )
+    return out
