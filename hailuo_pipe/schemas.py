@@ -52,7 +52,13 @@ def _leaves(error: ValidationError) -> Iterator[ValidationError]:
     yield error
 
 
-def _name(path: DocPath) -> str:
+def _name(path: DocPath, data: Any = None) -> str:
+    """How a person calls the thing at `path`: its key, or "scene 'dawn'" for a scene."""
+    if len(path) >= 2 and path[-2] == "scenes" and isinstance(path[-1], int):
+        scenes = data.get("scenes") if isinstance(data, dict) else None
+        item = scenes[path[-1]] if isinstance(scenes, list) else None
+        scene_id = item.get("id") if isinstance(item, dict) else None
+        return f"scene {scene_id!r}" if isinstance(scene_id, str) else f"scene #{path[-1] + 1}"
     parts = [p for p in path if isinstance(p, str)]
     return parts[-1] if parts else "the storyboard"
 
@@ -86,10 +92,10 @@ _TYPE_WORDS = {
 }
 
 
-def message(error: ValidationError, path: DocPath) -> tuple[str, DocPath, bool]:
+def message(error: ValidationError, path: DocPath, data: Any = None) -> tuple[str, DocPath, bool]:
     """A person's message for one error, the path to point at, and whether that is a key."""
     custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
-    name = _name(path)
+    name = _name(path, data)
     v, inst = error.validator, error.instance
     if v == "additionalProperties" and isinstance(inst, dict):
         allowed = sorted(error.schema.get("properties", {}))
@@ -105,7 +111,9 @@ def message(error: ValidationError, path: DocPath) -> tuple[str, DocPath, bool]:
         )
         return f"{name} is missing the required key {missing!r}", path, False
     if custom:
-        return f"{name}: {custom}" if path else custom, path, False
+        if not path or custom.startswith(name):
+            return custom, path, False
+        return f"{name} {custom}" if custom.startswith("must") else f"{name}: {custom}", path, False
     if v == "type":
         want = error.validator_value
         wants = [want] if isinstance(want, str) else list(want)
@@ -137,9 +145,9 @@ def validate_document(doc: Document) -> list[Problem]:
     for top in validator("storyboard").iter_errors(doc.data):
         for err in _leaves(top):
             path: DocPath = tuple(err.absolute_path)
-            text, at, is_key = message(err, path)
+            text, at, is_key = message(err, path, doc.data)
             problems.append(doc.problem(at, text, key=is_key))
-    return problems
+    return list(dict.fromkeys(problems))  # a subschema failing twice reads as one problem
 
 
 def request_errors(provider: str, body: Any) -> list[tuple[DocPath, str]]:

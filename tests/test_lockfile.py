@@ -1,0 +1,105 @@
+"""The lockfile: deterministic, atomic, validated on load, one writer at a time."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from hailuo_pipe.errors import LockfileError, LockHeldError
+from hailuo_pipe.lockfile import Entry, FileRecord, Lockfile, exclusive
+
+
+def entry(**kw: object) -> Entry:
+    base = dict(
+        fingerprint="sha256:ab",
+        provider="wavespeed",
+        state="submitted",
+        key="k-1",
+        request={"prompt": "x"},
+        job_id="job-1",
+        submitted_at="2026-01-01T00:00:00Z",
+    )
+    base.update(kw)
+    return Entry(**base)  # type: ignore[arg-type]
+
+
+def test_round_trip_is_deterministic(tmp_path: Path) -> None:
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    lock.put("b", entry())
+    lock.put(
+        "a",
+        entry(
+            state="done",
+            output=FileRecord("renders/s/a.mp4", "ff", 10),
+            frames={"last": FileRecord("renders/s/a.last.png", "ee", 3)},
+            cost=0.23,
+            seed=7,
+        ),
+    )
+    text = lock.path.read_text()
+    assert list(json.loads(text)["scenes"]) == ["a", "b"]
+    again = Lockfile.load(lock.path, "s")
+    assert again.scenes == lock.scenes
+    again.save()
+    assert lock.path.read_text() == text
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_missing_lockfile_is_empty(tmp_path: Path) -> None:
+    assert Lockfile.load(tmp_path / "none.lock", "s").scenes == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"version": 9, "scenes": {}}', "version 9"),
+        ('{"version": 1, "scenes": []}', "'scenes' is not an object"),
+        (
+            '{"version": 1, "scenes": {"a": {"fingerprint": "x", "provider": "p", "key": "k",'
+            ' "state": "exploded"}}}',
+            "unknown state 'exploded'",
+        ),
+        (
+            '{"version": 1, "scenes": {"a": {"fingerprint": "x", "provider": "p", "key": "k",'
+            ' "state": "submitted"}}}',
+            "submitted but has no job id",
+        ),
+        (
+            '{"version": 1, "scenes": {"a": {"fingerprint": "x", "provider": "p", "key": "k",'
+            ' "state": "done", "job_id": "j"}}}',
+            "done but records no output",
+        ),
+    ],
+)
+def test_corrupt_lockfile_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.lock"
+    path.write_text(text)
+    with pytest.raises(LockfileError, match=message):
+        Lockfile.load(path, "s")
+
+
+def _hold(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]
+    with exclusive(Path(path)):
+        ready.set()
+        release.wait(10)
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.lock"
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(LockHeldError, match=f"process {holder.pid}"), exclusive(path):
+            pass
+    finally:
+        release.set()
+        holder.join(10)
+    with exclusive(path):  # free again once the holder is gone
+        pass
