@@ -261,3 +261,188 @@ def providers_cmd(as_json: bool) -> None:
         click.echo(f"    frames: {frames}; images: {images}")
         if r["env"]:
             click.echo(f"    env: {', '.join(r['env'])}")
+
+
+def _scene_ids(board: Storyboard, ids: tuple[str, ...], option: str) -> set[str]:
+    known = {s.id for s in board.scenes}
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise click.BadParameter(
+            f"no scene {', '.join(map(repr, unknown))} in {board.path.name}", param_hint=option
+        )
+    return set(ids)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@click.option(
+    "-j",
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    help="Scenes rendered at once.",
+)
+@click.option(
+    "--per-provider",
+    type=click.IntRange(1, 256),
+    help="At most this many at once on any one provider.",
+)
+@click.option(
+    "--scene",
+    "scenes",
+    multiple=True,
+    metavar="ID",
+    help="Render only this scene and what it needs (repeatable).",
+)
+@click.option(
+    "--force",
+    multiple=True,
+    metavar="ID",
+    help="Render this scene again even when up to date (repeatable).",
+)
+@click.option(
+    "--resubmit",
+    multiple=True,
+    metavar="ID",
+    help="Submit again a scene whose "
+    "earlier submission's fate is unknown (you checked the provider).",
+)
+@click.option(
+    "--max-cost",
+    type=click.FloatRange(min=0),
+    metavar="USD",
+    help="Refuse a run whose new submissions would cost more than this.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the summary and errors.")
+@json_option
+@reports_errors
+def render(
+    spec: str,
+    variables: tuple[str, ...],
+    provider: str | None,
+    concurrency: int,
+    per_provider: int | None,
+    scenes: tuple[str, ...],
+    force: tuple[str, ...],
+    resubmit: tuple[str, ...],
+    max_cost: float | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Render what is out of date; resume what was submitted; never pay twice."""
+    from decimal import Decimal
+
+    from .execute import RenderOptions
+    from .execute import render as run_render
+    from .progress import LiveLines, LogLines
+    from .progress import quiet as silent
+
+    board = _load(spec, variables, provider)
+    only = _scene_ids(board, scenes, "--scene") if scenes else None
+    live = not (quiet or as_json) and sys.stderr.isatty()
+    options = RenderOptions(
+        concurrency=concurrency,
+        per_provider=per_provider,
+        only=only,
+        force=_scene_ids(board, force, "--force"),
+        resubmit=_scene_ids(board, resubmit, "--resubmit"),
+        max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
+        on_event=silent if quiet or as_json else (LiveLines() if live else LogLines()),
+        tick=1.0 if live else None,
+    )
+    if not (quiet or as_json):
+        the_plan = make_plan(
+            board,
+            Lockfile.load(board.lock_path, board.name),
+            force=options.force,
+            resubmit=options.resubmit,
+            only=only,
+        )
+        _print_plan(the_plan, board)
+        click.echo("")
+    try:
+        result = run_render(board, options)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nInterrupted. Submitted jobs are recorded in {board.lock_path.name}; run "
+            f"'hailuo-pipe render {spec}' again to resume them (nothing is submitted "
+            "twice).",
+            err=True,
+        )
+        sys.exit(130)
+    _report_render(result, board, spec, as_json)
+
+
+def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> None:
+    from .execute import summary_line
+
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": not result.failed and not result.interrupted,
+                    "interrupted": result.interrupted,
+                    "spent": result.spent,
+                    "cut": result.cut,
+                    "scenes": [r.__dict__ for r in result.results],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for r in result.failed:
+            click.echo(f"error: {r.scene}: {_scrub(r.error or r.outcome)}", err=True)
+        click.echo(f"{spec}: {summary_line(result)}")
+        if result.cut:
+            click.echo(f"cut: {board.path.parent / result.cut}")
+    if result.interrupted:
+        click.echo(
+            f"Interrupted: jobs already submitted are recorded in {board.lock_path.name}; "
+            f"run 'hailuo-pipe render {spec}' again to resume them (nothing is "
+            "submitted twice).",
+            err=True,
+        )
+        sys.exit(130)
+    if result.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@json_option
+@reports_errors
+def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json: bool) -> None:
+    """Exit 0 when every scene is up to date, 1 otherwise (for make and CI)."""
+    board = _load(spec, variables, provider)
+    lock = Lockfile.load(board.lock_path, board.name)
+    the_plan = make_plan(board, lock)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "up_to_date": the_plan.up_to_date,
+                    "scenes": [
+                        {**s.to_json(), "state": s.entry.state if s.entry else None}
+                        for s in the_plan.steps
+                    ],
+                },
+                indent=2,
+            )
+        )
+    else:
+        for s in the_plan.steps:
+            if s.action != "reuse":
+                click.echo(f"{s.scene.id}: {s.action} ({s.reason})")
+        click.echo(
+            f"{spec}: "
+            + (
+                "up to date"
+                if the_plan.up_to_date
+                else f"{sum(1 for s in the_plan.steps if s.action != 'reuse')} scene(s) out of date"
+            )
+        )
+    if not the_plan.up_to_date:
+        sys.exit(1)

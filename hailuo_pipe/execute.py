@@ -92,6 +92,7 @@ class RenderOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     on_event: Callable[[Event], None] = lambda event: None
     http_timeout: float = 60.0
+    tick: float | None = None  # emit "tick" events this often, for live elapsed times
 
 
 class Interrupted(Exception):
@@ -166,11 +167,14 @@ class _Run:
         limit = self.opts.per_provider or self.opts.concurrency
         self.provider_slots = {name: asyncio.Semaphore(limit) for name in self.providers}
         self.done = {s.scene.id: loop.create_future() for s in self.plan.steps}
+        ticker = asyncio.create_task(self._tick()) if self.opts.tick else None
         try:
             async with self._clients() as clients:
                 self.clients = clients
                 await asyncio.gather(*(self._scene(step) for step in self.plan.steps))
         finally:
+            if ticker:
+                ticker.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -179,6 +183,11 @@ class _Run:
             cut = await asyncio.to_thread(self._cut)
         order = [s.scene.id for s in self.plan.steps]
         return RenderResult(tuple(self.results[i] for i in order), self.stop.is_set(), cut)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.opts.tick or 1.0)
+            self.opts.on_event(Event("", "tick", ""))
 
     def _interrupt(self) -> None:
         if self.stop.is_set():  # a second Ctrl-C: stop now, the lockfile is already consistent

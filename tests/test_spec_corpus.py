@@ -25,7 +25,7 @@ def test_corpus_is_large_enough() -> None:
 def test_broken_storyboard_is_refused_with_located_message(path: Path) -> None:
     expected = EXPECT.findall(path.read_text(encoding="utf-8"))
     assert expected, f"{path.name} has no '# expect: LINE:COL: text' line"
-    board, problems = check(path, display=path.name)
+    _, problems = check(path, display=path.name)
     assert problems, f"{path.name} was accepted"
     shown = [str(p) for p in problems]
     for line, col, text in expected:
