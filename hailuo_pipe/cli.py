@@ -315,6 +315,9 @@ def _scene_ids(board: Storyboard, ids: tuple[str, ...], option: str) -> set[str]
     metavar="USD",
     help="Refuse a run whose new submissions would cost more than this.",
 )
+@click.option(
+    "--wait", is_flag=True, help="Wait for another render of this spec to finish (for make -j)."
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @reports_errors
@@ -328,6 +331,7 @@ def render(
     force: tuple[str, ...],
     resubmit: tuple[str, ...],
     max_cost: float | None,
+    wait: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -351,6 +355,7 @@ def render(
         max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
         on_event=silent if quiet or as_json else (LiveLines() if live else LogLines()),
         tick=1.0 if live else None,
+        wait=wait,
     )
     if not (quiet or as_json):
         the_plan = make_plan(

@@ -92,6 +92,7 @@ class RenderOptions:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     on_event: Callable[[Event], None] = lambda event: None
     http_timeout: float = 60.0
+    wait: bool = False  # queue behind another render of the same spec instead of refusing
     tick: float | None = None  # emit "tick" events this often, for live elapsed times
 
 
@@ -131,7 +132,7 @@ def configure(plan: Plan, environ: Mapping[str, str]) -> dict[str, Provider]:
 def render(board: Storyboard, options: RenderOptions | None = None) -> RenderResult:
     """Render under the spec's lock; Ctrl-C or SIGTERM stops new submits, resumably."""
     opts = options or RenderOptions()
-    with exclusive(board.lock_path):
+    with exclusive(board.lock_path, wait=opts.wait):
         lock = Lockfile.load(board.lock_path, board.name)
         plan = make_plan(board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only)
         check_budget(plan, opts.max_cost)

@@ -201,13 +201,13 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold the render lock of one spec for the duration; refuse if another process has it."""
+def exclusive(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the render lock of one spec; refuse (or with `wait`, queue) if another has it."""
     mutex = lock_path.with_name(f".{lock_path.name}.pid")
     fd = os.open(mutex, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
             raise LockHeldError(
