@@ -451,3 +451,20 @@ def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json:
         )
     if not the_plan.up_to_date:
         sys.exit(1)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@reports_errors
+def cut(spec: str, variables: tuple[str, ...], provider: str | None) -> None:
+    """Assemble the storyboard's output from its finished clips (reused when unchanged)."""
+    from .cut import assemble
+    from .lockfile import exclusive
+
+    board = _load(spec, variables, provider)
+    if board.output is None:
+        raise click.UsageError(f"{spec} declares no output: add output: {{path, sequence}}")
+    with exclusive(board.lock_path, wait=True):
+        path = assemble(board, Lockfile.load(board.lock_path, board.name))
+    click.echo(board.path.parent / path)
