@@ -1,0 +1,550 @@
+"""Video and image work on this machine: probe, frame extraction, animatics, stitching.
+
+Everything here reads and writes real files with PyAV and Pillow. Bad input files become
+`MediaError` with a message naming the file; outputs are written to a temporary file beside the
+destination and renamed into place, so a reader never sees half a clip or half a frame.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import struct
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import av.container
+import av.stream
+import av.video
+from av.video.frame import VideoFrame
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
+
+from .errors import MediaError
+
+RESOLUTION_SIZES: dict[str, tuple[int, int]] = {
+    "512p": (912, 512),
+    "768p": (1366, 768),
+    "1080p": (1920, 1080),
+}
+
+# Every clip this program writes looks like a provider's: H.264 in MP4, yuv420p, 25 fps.
+CODEC = "libx264"
+PIX_FMT = "yuv420p"
+FPS = 25
+
+_AV_ERRORS: tuple[type[BaseException], ...] = (av.FFmpegError, OSError, EOFError)
+_DARK = (18, 20, 26)
+
+
+@dataclass(frozen=True)
+class ClipInfo:
+    codec: str
+    width: int
+    height: int
+    fps: Fraction
+    frames: int
+    duration: float
+    pix_fmt: str
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_video(path: Path) -> Iterator[tuple[av.container.InputContainer, av.video.VideoStream]]:
+    """Open a file's first video stream; every failure to read it is a MediaError."""
+    try:
+        container = av.open(str(path), mode="r")
+    except FileNotFoundError:
+        raise MediaError(f"video file not found: {path}") from None
+    except _AV_ERRORS as err:
+        raise MediaError(f"{path} cannot be read as a video: {_reason(err)}") from None
+    try:
+        if not container.streams.video:
+            raise MediaError(f"{path} has no video stream")
+        yield container, container.streams.video[0]
+    except _AV_ERRORS as err:
+        raise MediaError(f"{path} cannot be decoded: {_reason(err)}") from None
+    finally:
+        container.close()
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+def _packets(
+    container: av.container.InputContainer, stream: av.video.VideoStream
+) -> list[av.Packet]:
+    # Demuxer flush packets are empty, and discarded ones (outside an MP4 edit list) are never
+    # shown, so neither is a frame of the clip.
+    return [p for p in container.demux(stream) if p.size and not p.is_discard]
+
+
+def probe(path: Path) -> ClipInfo:
+    """Facts about a clip; the frame count comes from its packets, not from its metadata."""
+    with _open_video(path) as (container, stream):
+        packets = _packets(container, stream)
+        ctx = stream.codec_context
+        fps = Fraction(stream.average_rate or stream.guessed_rate or FPS)
+        return ClipInfo(
+            codec=ctx.name,
+            width=ctx.width,
+            height=ctx.height,
+            fps=fps,
+            frames=len(packets),
+            duration=_duration(packets, stream, fps),
+            pix_fmt=ctx.format.name if ctx.format else "",
+        )
+
+
+def _duration(packets: Sequence[av.Packet], stream: av.video.VideoStream, fps: Fraction) -> float:
+    stamped = [p for p in packets if p.pts is not None]
+    if not stamped or stream.time_base is None or len(stamped) != len(packets):
+        return float(len(packets) / fps) if fps else 0.0
+    start = min(p.pts for p in stamped if p.pts is not None)
+    end = max((p.pts or 0) + (p.duration or 0) for p in stamped)
+    return float((end - start) * stream.time_base)
+
+
+def extract_frame(video: Path, which: Literal["first", "last"], dest: Path) -> None:
+    """Write the first or last frame of `video` as an RGB PNG, exactly as a full decode has it."""
+    with _open_video(video) as (container, stream):
+        frame = (
+            _first_frame(container, stream) if which == "first" else _last_frame(container, stream)
+        )
+        if frame is None:
+            raise MediaError(f"{video} has no decodable frame")
+        image = frame.to_image()
+    _atomic_write(dest, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+
+
+def _first_frame(
+    container: av.container.InputContainer, stream: av.video.VideoStream
+) -> VideoFrame | None:
+    for frame in container.decode(stream):
+        return frame
+    return None
+
+
+def _last_frame(
+    container: av.container.InputContainer, stream: av.video.VideoStream
+) -> VideoFrame | None:
+    """The last frame in display order, decoding only what it depends on.
+
+    A Hailuo clip has a single keyframe, so seeking cannot help; instead the frames no other
+    frame refers to (non-reference B frames) are skipped, which cannot change any reference
+    frame. The shown frame with the highest timestamp may itself be such a B frame, so full
+    decoding resumes at its packet (in decode order) to keep the result exact.
+    """
+    packets = _packets(container, stream)
+    if not packets:
+        return None
+    ctx = stream.codec_context
+    ctx.thread_type = "AUTO"
+    if all(p.pts is not None for p in packets):
+        target = max(range(len(packets)), key=lambda i: (packets[i].pts, i))
+        ctx.skip_frame = "NONREF"
+    else:
+        target = 0  # without timestamps the display order is unknown: decode everything
+    last: VideoFrame | None = None
+    for index, packet in enumerate([*packets, None]):
+        if index == target:
+            ctx.skip_frame = "DEFAULT"
+        for frame in ctx.decode(packet):
+            if last is None or _later(frame, last):
+                last = frame
+    return last
+
+
+def _later(frame: VideoFrame, than: VideoFrame) -> bool:
+    if frame.pts is None or than.pts is None:
+        return True  # decoder output order is display order
+    return frame.pts >= than.pts
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
+    """Run `write` on a temporary path beside `dest`, then rename it over `dest`."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, dest)
+    except _AV_ERRORS as err:
+        tmp.unlink(missing_ok=True)
+        if isinstance(err, MediaError):
+            raise
+        raise MediaError(f"cannot write {dest}: {_reason(err)}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _Writer:
+    """Encodes RGB images or frames into an H.264 MP4, one frame per call, at a fixed rate."""
+
+    def __init__(
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: int | Fraction,
+        options: Mapping[str, str],
+    ) -> None:
+        self._container = av.open(str(path), mode="w", format="mp4")
+        self._stream = self._container.add_stream(CODEC, rate=fps, options=dict(options))
+        self._stream.width = width
+        self._stream.height = height
+        self._stream.pix_fmt = PIX_FMT
+        self._time_base = Fraction(1) / Fraction(fps)
+        self.count = 0
+
+    def put(self, frame: VideoFrame) -> None:
+        frame.pts = self.count
+        frame.time_base = self._time_base
+        self._container.mux(self._stream.encode(frame))
+        self.count += 1
+
+    def close(self) -> None:
+        self._container.mux(self._stream.encode(None))
+        self._container.close()
+
+    def abort(self) -> None:
+        self._container.close()
+
+
+@contextmanager
+def _writer(
+    path: Path, width: int, height: int, fps: int | Fraction, options: Mapping[str, str]
+) -> Iterator[_Writer]:
+    writer = _Writer(path, width, height, fps, options)
+    try:
+        yield writer
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+
+
+def _yuv(image: Image.Image) -> VideoFrame:
+    """An RGB image as an encoder-ready frame: converting once lets repeated frames share it."""
+    return VideoFrame.from_image(image).reformat(format=PIX_FMT)
+
+
+# -- synthetic clips (the emulator's and the benchmarks' provider output) ----------------------
+
+_FAST_X264 = {"preset": "ultrafast", "tune": "fastdecode"}
+
+
+def synthetic_clip(
+    dest: Path,
+    *,
+    width: int,
+    height: int,
+    seconds: float,
+    fps: int = FPS,
+    seed: int = 0,
+    min_bytes: int = 0,
+    x264: Mapping[str, str] | None = None,
+) -> None:
+    """A real H.264 MP4 of a moving pattern that differs with `seed`.
+
+    `min_bytes` pads the file with a trailing MP4 `free` box (which every reader skips) so a
+    benchmark can stand in for a large provider download without spending time encoding it.
+    `x264` overrides the fast default encoder options (the benchmarks use x264's defaults).
+    """
+    _check_size(width, height)
+    frames = max(1, round(seconds * fps))
+    pattern = _pattern(width, height, seed)
+    speed = random.Random(seed).randint(3, 9)
+    options = dict(x264) if x264 is not None else _FAST_X264
+
+    def write(tmp: Path) -> None:
+        with _writer(tmp, width, height, fps, options) as out:
+            for index in range(frames):
+                out.put(VideoFrame.from_image(_pattern_frame(pattern, index, speed, width)))
+        _pad(tmp, min_bytes)
+
+    _atomic_write(dest, write)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        raise ValueError(f"H.264 yuv420p needs positive even dimensions, not {width}x{height}")
+
+
+def _pattern(width: int, height: int, seed: int) -> Image.Image:
+    """Colour bars over a gradient, twice the canvas wide so a window can pan across it."""
+    rng = random.Random(seed)
+    wide = Image.new("RGB", (width * 2, height))
+    draw = ImageDraw.Draw(wide)
+    bars = 12
+    for bar in range(bars):
+        colour = tuple(rng.randrange(40, 256) for _ in range(3))
+        x0 = bar * wide.width // bars
+        draw.rectangle((x0, 0, (bar + 1) * wide.width // bars, height), fill=colour)
+    shade = Image.linear_gradient("L").resize(wide.size).rotate(rng.choice((0, 90, 180, 270)))
+    wide = Image.composite(wide, Image.new("RGB", wide.size, (0, 0, 0)), shade.resize(wide.size))
+    draw = ImageDraw.Draw(wide)
+    for _ in range(24):
+        cx, cy = rng.randrange(wide.width), rng.randrange(height)
+        r = rng.randrange(height // 16 + 1, height // 4 + 2)
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=colour, width=max(2, r // 8))
+    return wide
+
+
+def _pattern_frame(pattern: Image.Image, index: int, speed: int, width: int) -> Image.Image:
+    """One frame: the pattern panning, with sprites moving independently of it (so motion
+    search has real work, like ffmpeg's testsrc2) and a frame counter."""
+    height = pattern.height
+    x = (index * speed) % width
+    frame = pattern.crop((x, 0, x + width, height))
+    draw = ImageDraw.Draw(frame)
+    size = max(4, height // 24)
+    for sprite in range(48):
+        phase = sprite * 0.7 + index * 0.004 * (1 + sprite % 5)
+        cx = int(width * (0.5 + 0.45 * math.sin(phase * 1.3 + sprite)))
+        cy = int(height * (0.5 + 0.45 * math.cos(phase + sprite * 2)))
+        shade = (sprite * 53) % 256
+        fill = (shade, (sprite * 97) % 256, 255 - shade)
+        draw.ellipse((cx - size, cy - size, cx + size, cy + size), fill=fill)
+    draw.text((8, 8), f"{index:05d}", fill=(255, 255, 0), font_size=max(10, height // 16))
+    return frame
+
+
+def _pad(path: Path, min_bytes: int) -> None:
+    missing = min_bytes - path.stat().st_size
+    if missing <= 0:
+        return
+    size = max(missing, 8)  # a box cannot be smaller than its own header
+    with open(path, "ab") as handle:
+        handle.write(struct.pack(">I4s", size, b"free"))
+        # Random, not zeros, so nothing along the way can compress the padding away.
+        handle.write(random.Random(size).randbytes(size - 8))
+
+
+# -- stills ----------------------------------------------------------------------------------
+
+
+def _load_image(path: Path) -> Image.Image:
+    """A local image as upright RGB; transparency is laid on the dark background."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                backdrop = Image.new("RGBA", image.size, (*_DARK, 255))
+                return Image.alpha_composite(backdrop, image.convert("RGBA")).convert("RGB")
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise MediaError(f"image file not found: {path}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise MediaError(f"{path} cannot be read as an image: {_reason(err)}") from None
+
+
+def _still(source: Path | str | None, width: int, height: int) -> Image.Image | None:
+    if source is None:
+        return None
+    if isinstance(source, str):
+        return _url_card(source, width, height)
+    return _fit(_load_image(source), width, height)
+
+
+def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """Fill the canvas: crop when the shapes are close, otherwise letterbox over a blurred copy
+    (cropping a portrait photo to 16:9 would cut away most of it)."""
+    mismatch = abs(math.log((image.width / image.height) / (width / height)))
+    if mismatch < math.log(1.25):
+        return ImageOps.fit(image, (width, height), Image.Resampling.BICUBIC)
+    small = ImageOps.fit(image, (max(1, width // 16), max(1, height // 16)))
+    backdrop = small.filter(ImageFilter.GaussianBlur(2)).resize((width, height))
+    backdrop = Image.blend(Image.new("RGB", (width, height), _DARK), backdrop, 0.45)
+    inner = ImageOps.contain(image, (width, height), Image.Resampling.BICUBIC)
+    backdrop.paste(inner, ((width - inner.width) // 2, (height - inner.height) // 2))
+    return backdrop
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
+    """Break `text` into lines no wider than `width` pixels (a word longer than that is split)."""
+    average = font.getlength("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ") / 53
+    columns = max(8, int(width / max(average, 1.0)))
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        wrapped = textwrap.wrap(paragraph, columns, break_long_words=True) or [""]
+        for line in wrapped:
+            while len(line) > 1 and font.getlength(line) > width:
+                lines.append(line[: len(line) * 9 // 10])
+                line = line[len(line) * 9 // 10 :]
+            lines.append(line)
+    return lines
+
+
+def _clip_lines(lines: list[str], limit: int) -> list[str]:
+    if len(lines) <= limit:
+        return lines
+    return [*lines[: limit - 1], lines[limit - 1].rstrip() + " …"]
+
+
+def _url_card(url: str, width: int, height: int) -> Image.Image:
+    """What a preview shows for an image it is not allowed to fetch: the address itself."""
+    card = Image.new("RGB", (width, height), (34, 38, 48))
+    draw = ImageDraw.Draw(card)
+    margin = width // 12
+    draw.rectangle(
+        (margin // 2, margin // 2, width - margin // 2, height - margin // 2),
+        outline=(90, 98, 118),
+        width=max(2, height // 200),
+    )
+    title = _font(max(12, height // 18))
+    body = _font(max(10, height // 28))
+    draw.text((margin, margin), "remote image (not fetched)", font=title, fill=(200, 206, 220))
+    y = margin + int(title.size * 1.8)
+    for line in _clip_lines(_wrap(url, body, width - 2 * margin), 6):
+        draw.text((margin, y), line, font=body, fill=(150, 200, 255))
+        y += int(body.size * 1.35)
+    return card
+
+
+def _dark_card(width: int, height: int) -> Image.Image:
+    card = Image.linear_gradient("L").resize((width, height)).point(lambda v: 14 + v // 12)
+    return Image.merge("RGB", (card, card, card.point(lambda v: v + 6)))
+
+
+@dataclass(frozen=True)
+class _Overlay:
+    """A translucent piece (RGB plus its mask) pasted at one position on every frame."""
+
+    rgb: Image.Image
+    mask: Image.Image
+    at: tuple[int, int]
+
+    def apply(self, image: Image.Image) -> Image.Image:
+        image.paste(self.rgb, self.at, self.mask)
+        return image
+
+
+def _caption(caption: str, width: int, height: int) -> _Overlay | None:
+    """The prompt on a dark translucent band at the bottom, at most three lines."""
+    if not caption.strip():
+        return None
+    font = _font(max(12, height // 26))
+    pad = max(6, height // 48)
+    lines = _clip_lines(_wrap(" ".join(caption.split()), font, width - 4 * pad), 3)
+    line_height = int(font.size * 1.3)
+    band = Image.new("RGBA", (width, len(lines) * line_height + 2 * pad), (0, 0, 0, 150))
+    draw = ImageDraw.Draw(band)
+    for row, line in enumerate(lines):
+        draw.text((2 * pad, pad + row * line_height), line, font=font, fill=(255, 255, 255, 255))
+    return _Overlay(band.convert("RGB"), band.getchannel("A"), (0, height - band.height))
+
+
+# -- animatics (the preview provider's clips) --------------------------------------------------
+
+_PREVIEW_X264 = {"preset": "ultrafast", "crf": "23"}
+_ZOOM = 1.12  # how far the push-in goes over a whole clip
+
+
+def render_animatic(
+    dest: Path,
+    *,
+    width: int,
+    height: int,
+    seconds: int,
+    fps: int = FPS,
+    first: Path | str | None,
+    last: Path | str | None,
+    caption: str,
+) -> None:
+    """An offline stand-in for a generated clip: the first image dissolving into the last (or
+    slowly pushed in on when there is no last image), with the prompt as a caption."""
+    _check_size(width, height)
+    count = max(1, seconds * fps)
+    overlay = _caption(caption, width, height)
+    start = _still(first, width, height)
+    end = _still(last, width, height)
+    if start is None and end is not None:
+        start = _dark_card(width, height)
+    if end is not None and start is not None:
+        frames = _dissolve(start, end, count, overlay)
+    elif start is not None and not isinstance(first, str):
+        frames = _push_in(first, start, width, height, count, overlay)
+    else:
+        frames = _hold(start or _dark_card(width, height), count, overlay)
+
+    def write(tmp: Path) -> None:
+        with _writer(tmp, width, height, fps, _PREVIEW_X264) as out:
+            for frame in frames:
+                out.put(frame)
+
+    _atomic_write(dest, write)
+
+
+def _ease(t: float) -> float:
+    return t * t * (3 - 2 * t)
+
+
+def _with(overlay: _Overlay | None, image: Image.Image) -> Image.Image:
+    return overlay.apply(image.copy()) if overlay else image
+
+
+def _hold(image: Image.Image, count: int, overlay: _Overlay | None) -> Iterator[VideoFrame]:
+    frame = _yuv(_with(overlay, image))  # converted once: every frame is the same picture
+    for _ in range(count):
+        yield frame
+
+
+def _dissolve(
+    start: Image.Image, end: Image.Image, count: int, overlay: _Overlay | None
+) -> Iterator[VideoFrame]:
+    """Hold the first image, dissolve, hold the last: the clip ends exactly on the last image,
+    which is what a chained scene then starts from."""
+    # The caption blends to itself, so it is laid on both ends once instead of on every frame.
+    a, b = _with(overlay, start), _with(overlay, end)
+    first_frame, last_frame = _yuv(a), _yuv(b)
+    hold = count // 8
+    span = max(1, count - 1 - 2 * hold)
+    for index in range(count):
+        t = min(1.0, max(0.0, (index - hold) / span))
+        if t <= 0.0 or count == 1:
+            yield first_frame
+        elif t >= 1.0:
+            yield last_frame
+        else:
+            yield _yuv(Image.blend(a, b, _ease(t)))
+
+
+def _push_in(
+    source: Path,
+    start: Image.Image,
+    width: int,
+    height: int,
+    count: int,
+    overlay: _Overlay | None,
+) -> Iterator[VideoFrame]:
+    # Fitted larger than the canvas once, so zooming in shows real detail rather than blur.
+    big = _fit(_load_image(source), round(width * _ZOOM), round(height * _ZOOM))
+    for index in range(count):
+        zoom = 1 + (_ZOOM - 1) * _ease(index / max(1, count - 1))
+        w, h = big.width / zoom, big.height / zoom
+        box = ((big.width - w) / 2, (big.height - h) / 2, (big.width + w) / 2, (big.height + h) / 2)
+        image = start if index == 0 else big.resize((width, height), Image.Resampling.BILINEAR, box)
+        yield _yuv(_with(overlay, image))
