@@ -12,7 +12,6 @@ import os
 import random
 import struct
 import tempfile
-import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -384,18 +383,36 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
-    """Break `text` into lines no wider than `width` pixels (a word longer than that is split)."""
-    average = font.getlength("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ") / 53
-    columns = max(8, int(width / max(average, 1.0)))
+    """Break `text` into lines no wider than `width` pixels, splitting words too long for one."""
     lines: list[str] = []
     for paragraph in text.splitlines() or [""]:
-        wrapped = textwrap.wrap(paragraph, columns, break_long_words=True) or [""]
-        for line in wrapped:
-            while len(line) > 1 and font.getlength(line) > width:
-                lines.append(line[: len(line) * 9 // 10])
-                line = line[len(line) * 9 // 10 :]
-            lines.append(line)
+        line = ""
+        for word in paragraph.split():
+            while len(word) > 1 and font.getlength(word) > width:
+                cut = _fitting(word, font, width)
+                if line:
+                    lines.append(line)
+                lines.append(word[:cut])
+                line, word = "", word[cut:]
+            candidate = f"{line} {word}" if line else word
+            if line and font.getlength(candidate) > width:
+                lines.append(line)
+                candidate = word
+            line = candidate
+        lines.append(line)
     return lines
+
+
+def _fitting(word: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> int:
+    """How many leading characters of `word` fit in `width` pixels (at least one)."""
+    low, high = 1, len(word)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if font.getlength(word[:middle]) <= width:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def _clip_lines(lines: list[str], limit: int) -> list[str]:
@@ -429,17 +446,62 @@ def _dark_card(width: int, height: int) -> Image.Image:
     return Image.merge("RGB", (card, card, card.point(lambda v: v + 6)))
 
 
+# Per-frame work happens on the planes of yuv420p frames: scaling with swscale and blending or
+# compositing each plane as an 8-bit Pillow image is several times faster than doing it in RGB
+# and converting every frame.
+
+
+def _planes(frame: VideoFrame) -> list[Image.Image]:
+    """The planes of a yuv420p frame as 8-bit images, each as wide as the plane's stride."""
+    return [Image.frombytes("L", (p.line_size, p.height), bytes(p)) for p in frame.planes]
+
+
+def _from_planes(planes: Sequence[Image.Image], width: int, height: int) -> VideoFrame:
+    frame = VideoFrame(width, height, PIX_FMT)
+    for plane, image in zip(frame.planes, planes, strict=True):
+        if image.size != (plane.line_size, plane.height):
+            image = image.crop((0, 0, plane.line_size, plane.height))
+        plane.update(image.tobytes())
+    return frame
+
+
 @dataclass(frozen=True)
 class _Overlay:
-    """A translucent piece (RGB plus its mask) pasted at one position on every frame."""
+    """A translucent band laid over frames, both as RGB (for stills) and per yuv420p plane."""
 
     rgb: Image.Image
     mask: Image.Image
-    at: tuple[int, int]
+    top: int  # even, so the band starts on a chroma row
+    # per plane: the band's values and its opacity, at that plane's resolution
+    planes: tuple[tuple[Image.Image, Image.Image], ...]
 
-    def apply(self, image: Image.Image) -> Image.Image:
-        image.paste(self.rgb, self.at, self.mask)
+    @classmethod
+    def make(cls, band: Image.Image, top: int) -> _Overlay:
+        rgb, mask = band.convert("RGB"), band.getchannel("A")
+        yuv = _yuv(rgb).planes
+        half = mask.resize((mask.width // 2, mask.height // 2), Image.Resampling.BOX)
+        planes = tuple(
+            (Image.frombytes("L", (p.line_size, p.height), bytes(p)).crop((0, 0, *m.size)), m)
+            for p, m in zip(yuv, (mask, half, half), strict=True)
+        )
+        return cls(rgb, mask, top, planes)
+
+    def on_image(self, image: Image.Image) -> Image.Image:
+        image = image.copy()
+        image.paste(self.rgb, (0, self.top), self.mask)
         return image
+
+    def on_frame(self, frame: VideoFrame) -> VideoFrame:
+        for index, (plane, (values, mask)) in enumerate(
+            zip(frame.planes, self.planes, strict=True)
+        ):
+            stride, rows = plane.line_size, mask.height
+            start = (self.top if index == 0 else self.top // 2) * stride
+            view = memoryview(plane)[start : start + rows * stride]
+            region = Image.frombytes("L", (stride, rows), view.tobytes())
+            region.paste(values, (0, 0), mask)
+            view[:] = region.tobytes()
+        return frame
 
 
 def _caption(caption: str, width: int, height: int) -> _Overlay | None:
@@ -450,11 +512,12 @@ def _caption(caption: str, width: int, height: int) -> _Overlay | None:
     pad = max(6, height // 48)
     lines = _clip_lines(_wrap(" ".join(caption.split()), font, width - 4 * pad), 3)
     line_height = int(font.size * 1.3)
-    band = Image.new("RGBA", (width, len(lines) * line_height + 2 * pad), (0, 0, 0, 150))
+    band_height = min(height, len(lines) * line_height + 2 * pad) // 2 * 2
+    band = Image.new("RGBA", (width, band_height), (0, 0, 0, 150))
     draw = ImageDraw.Draw(band)
     for row, line in enumerate(lines):
         draw.text((2 * pad, pad + row * line_height), line, font=font, fill=(255, 255, 255, 255))
-    return _Overlay(band.convert("RGB"), band.getchannel("A"), (0, height - band.height))
+    return _Overlay.make(band, height - band_height)
 
 
 # -- animatics (the preview provider's clips) --------------------------------------------------
@@ -485,8 +548,8 @@ def render_animatic(
         start = _dark_card(width, height)
     if end is not None and start is not None:
         frames = _dissolve(start, end, count, overlay)
-    elif start is not None and not isinstance(first, str):
-        frames = _push_in(first, start, width, height, count, overlay)
+    elif isinstance(first, Path):
+        frames = _push_in(first, width, height, count, overlay)
     else:
         frames = _hold(start or _dark_card(width, height), count, overlay)
 
@@ -502,12 +565,12 @@ def _ease(t: float) -> float:
     return t * t * (3 - 2 * t)
 
 
-def _with(overlay: _Overlay | None, image: Image.Image) -> Image.Image:
-    return overlay.apply(image.copy()) if overlay else image
+def _captioned(overlay: _Overlay | None, image: Image.Image) -> VideoFrame:
+    return _yuv(overlay.on_image(image) if overlay else image)
 
 
 def _hold(image: Image.Image, count: int, overlay: _Overlay | None) -> Iterator[VideoFrame]:
-    frame = _yuv(_with(overlay, image))  # converted once: every frame is the same picture
+    frame = _captioned(overlay, image)  # converted once: every frame is the same picture
     for _ in range(count):
         yield frame
 
@@ -517,34 +580,162 @@ def _dissolve(
 ) -> Iterator[VideoFrame]:
     """Hold the first image, dissolve, hold the last: the clip ends exactly on the last image,
     which is what a chained scene then starts from."""
-    # The caption blends to itself, so it is laid on both ends once instead of on every frame.
-    a, b = _with(overlay, start), _with(overlay, end)
-    first_frame, last_frame = _yuv(a), _yuv(b)
+    # The caption blends into itself, so it is laid on both ends once, not on every frame.
+    first, last = _captioned(overlay, start), _captioned(overlay, end)
+    a, b = _planes(first), _planes(last)
     hold = count // 8
     span = max(1, count - 1 - 2 * hold)
     for index in range(count):
-        t = min(1.0, max(0.0, (index - hold) / span))
+        t = (index - hold) / span
         if t <= 0.0 or count == 1:
-            yield first_frame
+            yield first
         elif t >= 1.0:
-            yield last_frame
+            yield last
         else:
-            yield _yuv(Image.blend(a, b, _ease(t)))
+            mix = _ease(t)
+            blended = [Image.blend(pa, pb, mix) for pa, pb in zip(a, b, strict=True)]
+            yield _from_planes(blended, start.width, start.height)
 
 
 def _push_in(
-    source: Path,
-    start: Image.Image,
-    width: int,
-    height: int,
-    count: int,
-    overlay: _Overlay | None,
+    source: Path, width: int, height: int, count: int, overlay: _Overlay | None
 ) -> Iterator[VideoFrame]:
     # Fitted larger than the canvas once, so zooming in shows real detail rather than blur.
-    big = _fit(_load_image(source), round(width * _ZOOM), round(height * _ZOOM))
+    big = _fit(_load_image(source), round(width * _ZOOM) // 2 * 2, round(height * _ZOOM) // 2 * 2)
     for index in range(count):
-        zoom = 1 + (_ZOOM - 1) * _ease(index / max(1, count - 1))
-        w, h = big.width / zoom, big.height / zoom
-        box = ((big.width - w) / 2, (big.height - h) / 2, (big.width + w) / 2, (big.height + h) / 2)
-        image = start if index == 0 else big.resize((width, height), Image.Resampling.BILINEAR, box)
-        yield _yuv(_with(overlay, image))
+        zoom = _ZOOM / (1 + (_ZOOM - 1) * _ease(index / max(1, count - 1)))
+        w, h = round(width * zoom), round(height * zoom)
+        left, top = (big.width - w) // 2, (big.height - h) // 2
+        crop = VideoFrame.from_image(big.crop((left, top, left + w, top + h)))
+        frame = crop.reformat(width=width, height=height, format=PIX_FMT, interpolation="BILINEAR")
+        yield overlay.on_frame(frame) if overlay else frame
+
+
+# -- stitching -------------------------------------------------------------------------------
+
+_STITCH_X264 = {"preset": "veryfast", "crf": "18"}
+
+
+class _NotMonotonic(Exception):
+    """Stream copy would give decode timestamps that go backwards (clips with different
+    B-frame delays); re-encoding is the way out."""
+
+
+def stitch(clips: Sequence[Path], dest: Path) -> Literal["copy", "reencode"]:
+    """Concatenate clips into `dest`: packets are copied when the clips are alike, otherwise
+    everything is re-encoded to the first clip's size and frame rate."""
+    if not clips:
+        raise MediaError("nothing to stitch: no clips given")
+    infos = [probe(clip) for clip in clips]
+    if _copyable(clips, infos):
+        try:
+            _atomic_write(dest, lambda tmp: _remux(clips, infos, tmp))
+            return "copy"
+        except _NotMonotonic:
+            pass
+    _atomic_write(dest, lambda tmp: _reencode(clips, infos, tmp))
+    return "reencode"
+
+
+def _copyable(clips: Sequence[Path], infos: Sequence[ClipInfo]) -> bool:
+    def shape(info: ClipInfo) -> tuple[object, ...]:
+        return (info.codec, info.width, info.height, info.fps, info.pix_fmt)
+
+    if any(shape(info) != shape(infos[0]) for info in infos):
+        return False
+    # An MP4 track carries one set of H.264 parameter sets (SPS/PPS): clips from differently
+    # configured encoders (CABAC or not, other profiles) would decode as garbage after a copy.
+    return len({_extradata(clip) for clip in clips}) == 1
+
+
+def _extradata(clip: Path) -> bytes:
+    with _open_video(clip) as (_, stream):
+        return bytes(stream.codec_context.extradata or b"")
+
+
+def _remux(clips: Sequence[Path], infos: Sequence[ClipInfo], tmp: Path) -> None:
+    out = av.open(str(tmp), mode="w", format="mp4")
+    try:
+        target: av.stream.Stream | None = None
+        last_dts: Fraction | None = None
+        offset = Fraction(0)  # seconds already written
+        for clip, info in zip(clips, infos, strict=True):
+            with _open_video(clip) as (container, stream):
+                if target is None:
+                    target = out.add_stream_from_template(stream)
+                for packet in _packets(container, stream):
+                    tb = packet.time_base
+                    shift = round(offset / tb)
+                    packet.pts = None if packet.pts is None else packet.pts + shift
+                    packet.dts = None if packet.dts is None else packet.dts + shift
+                    if packet.dts is not None:
+                        dts = packet.dts * tb
+                        if last_dts is not None and dts <= last_dts:
+                            raise _NotMonotonic
+                        last_dts = dts
+                    packet.stream = target
+                    out.mux(packet)
+            offset += info.frames / info.fps
+    finally:
+        out.close()
+
+
+def _reencode(clips: Sequence[Path], infos: Sequence[ClipInfo], tmp: Path) -> None:
+    head = infos[0]
+    with _writer(tmp, head.width, head.height, head.fps, _STITCH_X264) as out:
+        for clip, info in zip(clips, infos, strict=True):
+            with _open_video(clip) as (container, stream):
+                stream.codec_context.thread_type = "AUTO"
+                _retime(container.decode(stream), info, head, out)
+
+
+def _retime(frames: Iterator[VideoFrame], info: ClipInfo, head: ClipInfo, out: _Writer) -> None:
+    """Write a clip's frames at the output's frame rate, keeping its duration: frames are
+    repeated or dropped when the rates differ, and passed through one for one when not."""
+    wanted = info.frames if info.fps == head.fps else round(info.frames * head.fps / info.fps)
+    step = info.fps / head.fps  # input frames per output frame
+    written = 0
+    frame: VideoFrame | None = None
+    for index, decoded in enumerate(frames):
+        frame = _conform(decoded, head.width, head.height)
+        while written < wanted and math.floor(written * step) <= index:
+            out.put(frame)
+            written += 1
+    while frame is not None and written < wanted:  # the decoder gave fewer frames than packets
+        out.put(frame)
+        written += 1
+
+
+def _conform(frame: VideoFrame, width: int, height: int) -> VideoFrame:
+    if (frame.width, frame.height) == (width, height) or abs(
+        math.log((frame.width / frame.height) / (width / height))
+    ) < 0.01:
+        return frame.reformat(width=width, height=height, format=PIX_FMT)
+    # Another shape: letterboxed, not stretched.
+    image = ImageOps.pad(frame.to_image(), (width, height), Image.Resampling.BICUBIC, color=0)
+    return _yuv(image)
+
+
+# -- thumbnails ------------------------------------------------------------------------------
+
+
+def thumbnail(src: Path, dest: Path, width: int = 320) -> None:
+    """A small JPEG of an image, or of a video's first frame."""
+    image = _still_or_first_frame(src)
+    height = max(1, round(image.height * width / image.width))
+    small = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    _atomic_write(dest, lambda tmp: small.save(tmp, format="JPEG", quality=80, optimize=True))
+
+
+def _still_or_first_frame(src: Path) -> Image.Image:
+    if not src.is_file():
+        raise MediaError(f"file not found: {src}")
+    try:
+        return _load_image(src)
+    except MediaError:
+        pass
+    with _open_video(src) as (container, stream):
+        frame = _first_frame(container, stream)
+        if frame is None:
+            raise MediaError(f"{src} has no decodable frame")
+        return frame.to_image()
