@@ -1,0 +1,163 @@
+"""GMI Cloud: the request-queue API, model Minimax-Hailuo-02.
+
+Facts: providers.md; docs.gmicloud.ai/inference-engine/api-reference/video-api-reference (submit
+`{model, payload}`, observe GET …/requests/{id}, list …/requests); docs.gmicloud.ai model
+quickstarts (upper-case resolution, prompt_optimizer, fast_pretreatment; the submit answer is
+`{request_id, model, status: "queued", created_at, updated_at}`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from ..errors import TransientError
+from ..storyboard import Scene
+from .base import Capabilities, JobStatus, State, WireRequest
+from .http import HostedProvider, Reply
+from .wavespeed import is_refusal
+
+MODEL = "Minimax-Hailuo-02"
+REQUESTS_PATH = "/api/v1/ie/requestqueue/apikey/requests"
+# unconfirmed: GMI publishes no price for this model ("TBD" in its docs); MiniMax's own list
+# price is used as a conservative stand-in so budgets are not understated.
+PRICES = {
+    ("512p", 6): Decimal("0.10"),
+    ("512p", 10): Decimal("0.15"),
+    ("768p", 6): Decimal("0.28"),
+    ("768p", 10): Decimal("0.56"),
+    ("1080p", 6): Decimal("0.49"),
+}
+STATES: dict[str, State] = {
+    "queued": "queued",
+    "dispatched": "queued",
+    "processing": "running",
+    "success": "succeeded",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+
+
+def _check(reply: Reply) -> None:
+    if not isinstance(reply.body, dict):
+        raise TransientError(f"GMI Cloud: unexpected answer: {str(reply.body)[:200]}")
+
+
+class GMICloudProvider(HostedProvider):
+    name = "gmicloud"
+    title = "GMI Cloud"
+    env_prefix = "GMI"
+    default_base_url = "https://console.gmicloud.ai"
+    version_suffixes = (REQUESTS_PATH, "/api/v1/ie/requestqueue/apikey", "/api/v1")
+    capabilities = Capabilities(
+        durations={"512p": (6, 10), "768p": (6, 10), "1080p": (6,)},
+        end_image=False,
+        local_images=True,
+    )
+    field_origins: ClassVar[Mapping[str, str]] = {
+        "prompt": "prompt",
+        "first_frame_image": "image",
+        "resolution": "resolution",
+        "duration": "duration",
+        "prompt_optimizer": "prompt_optimizer",
+    }
+
+    def price(self, scene: Scene) -> Decimal:
+        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
+
+    def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
+        payload: dict[str, Any] = {
+            "prompt": scene.prompt,
+            "duration": scene.duration,
+            "resolution": scene.resolution.upper(),
+            # GMI's default is true: always say what the storyboard means
+            "prompt_optimizer": scene.prompt_optimizer,
+        }
+        if "image" in images:
+            payload["first_frame_image"] = images["image"]
+        if "end_image" in images:  # not accepted by GMI: the schema reports it at end_image
+            payload["last_frame_image"] = images["end_image"]
+        payload.update(scene.options)
+        return WireRequest("POST", REQUESTS_PATH, {"model": MODEL, "payload": payload})
+
+    async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
+        reply = await self.call(
+            client, "POST", request.path, body=request.body, idempotent=False, check=_check
+        )
+        job_id = reply.body.get("request_id")
+        if not isinstance(job_id, str) or not job_id:
+            raise TransientError("GMI Cloud: the submit answer carries no request_id")
+        return job_id
+
+    async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
+        reply = await self.call(
+            client,
+            "GET",
+            f"{REQUESTS_PATH}/{job_id}",
+            idempotent=True,
+            check=_check,
+            job_id=job_id,
+        )
+        return status_of(reply.body)
+
+    async def reconcile(
+        self, client: httpx.AsyncClient, key: str, request: WireRequest
+    ) -> str | None:
+        """The one queued request whose payload is exactly ours, if there is exactly one."""
+        reply = await self.call(client, "GET", REQUESTS_PATH, idempotent=True, check=None)
+        body = reply.body
+        # unconfirmed: the list's envelope; both a bare list and {"requests": [...]} are read
+        items = body.get("requests") if isinstance(body, dict) else body
+        if not isinstance(items, list):
+            return None
+        wanted = request.body
+        found = [
+            item.get("request_id")
+            for item in items
+            if isinstance(item, dict)
+            and item.get("model") == wanted["model"]
+            and item.get("payload") == wanted["payload"]
+            and STATES.get(str(item.get("status"))) not in ("failed", "cancelled")
+        ]
+        return found[0] if len(found) == 1 and isinstance(found[0], str) else None
+
+
+def output_url(outcome: Any) -> str | None:
+    """The clip URL in a finished request's outcome.
+
+    unconfirmed in GMI's docs; public GMI clients read `outcome.media_urls[0].url` (with a
+    `thumbnail_image_url` beside it), some `outcome.video_url`: both are accepted.
+    """
+    if not isinstance(outcome, dict):
+        return None
+    media = outcome.get("media_urls")
+    if isinstance(media, list):
+        for item in media:
+            url = item.get("url") if isinstance(item, dict) else item
+            if isinstance(url, str) and url:
+                return url
+    for key in ("video_url", "url"):
+        if isinstance(outcome.get(key), str) and outcome[key]:
+            return str(outcome[key])
+    return None
+
+
+def status_of(body: Mapping[str, Any]) -> JobStatus:
+    state = STATES.get(str(body.get("status", "")).lower(), "running")
+    if state == "succeeded":
+        url = output_url(body.get("outcome"))
+        if url is None:
+            return JobStatus("failed", error="finished without an artifact URL")
+        return JobStatus("succeeded", output_url=url)
+    if state in ("failed", "cancelled"):
+        outcome = body.get("outcome")
+        error = str(
+            body.get("error")
+            or (outcome.get("error") if isinstance(outcome, dict) else None)
+            or body.get("status")
+        )
+        return JobStatus(state, error=error, refused=is_refusal(error))
+    return JobStatus(state)

@@ -1,0 +1,296 @@
+"""One way to talk to a hosted API: JSON in and out, errors mapped, retries bounded.
+
+Every provider call goes through `call`. Calls that cannot create anything (polls, look-ups, a
+Runware submit resent with the same taskUUID) are retried with exponential backoff and full
+jitter, bounded in attempts and in total time, honouring Retry-After. A submit that may create a
+paid job is retried only when the API certainly did not accept it (429, a connection that never
+opened); when its fate is unknown it raises `SubmitUncertain` and is never sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+
+from ..errors import (
+    AuthenticationError,
+    ProviderError,
+    RateLimited,
+    RequestRejected,
+    SubmitUncertain,
+    TransientError,
+)
+from .base import Provider
+
+MAX_MESSAGE = 500
+
+# Raised by httpx before a single byte of the request left this machine: always safe to resend.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    budget: float = 60.0  # seconds for all attempts together, waits included
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """The text with every secret masked and its length bounded."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def provider_message(body: Any) -> str:
+    """The provider's own words from an error body, whatever its envelope looks like."""
+    if isinstance(body, str):
+        return body.strip()
+    if isinstance(body, list) and body:
+        return provider_message(body[0])
+    if not isinstance(body, dict):
+        return ""
+    for key in ("errors", "error", "base_resp", "detail", "message", "msg", "status_msg"):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, dict | list) and value:
+            found = provider_message(value)
+            if found:
+                return found
+    return ""
+
+
+def backoff(attempt: int, policy: RetryPolicy, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, min(max, base * 2**attempt)]."""
+    ceiling = min(policy.max_delay, policy.base_delay * 2**attempt)
+    return (rng or random).uniform(0, ceiling)
+
+
+class HostedProvider(Provider):
+    """A provider reached over HTTP; base URLs are accepted with or without the API version."""
+
+    # Version segments a user may include in the base URL; request paths carry them already.
+    version_suffixes: ClassVar[tuple[str, ...]] = ()
+    retry_policy: ClassVar[RetryPolicy] = DEFAULT_POLICY
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None) -> None:
+        super().__init__(base_url=base_url, api_key=api_key)
+        self.base_url = normalise_base(self.base_url, self.version_suffixes)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    async def call(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool,
+        check: Callable[[Reply], None] | None = None,
+        job_id: str | None = None,
+    ) -> Reply:
+        return await request(
+            client,
+            method,
+            self.url(path),
+            body=body,
+            params=params,
+            headers={**self.auth_headers(), **(headers or {})},
+            idempotent=idempotent,
+            check=check,
+            provider=self.name,
+            title=self.title,
+            secrets=self.secrets(),
+            policy=self.retry_policy,
+            job_id=job_id,
+        )
+
+
+def normalise_base(base: str, suffixes: Iterable[str]) -> str:
+    base = base.rstrip("/")
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if base.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+async def request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    body: Any = None,
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+    idempotent: bool,
+    check: Callable[[Reply], None] | None = None,
+    provider: str = "",
+    title: str = "",
+    secrets: Iterable[str] = (),
+    policy: RetryPolicy = DEFAULT_POLICY,
+    job_id: str | None = None,
+) -> Reply:
+    """Send one JSON request, retrying what is safe to retry; errors in the shared vocabulary.
+
+    `check` sees every 2xx reply and may raise a ProviderError for errors an API reports inside
+    a successful HTTP answer (MiniMax's base_resp); a RateLimited or TransientError it raises is
+    retried like an HTTP one.
+    """
+    ctx = _Context(provider, title or provider, tuple(s for s in secrets if s), job_id)
+    deadline = time.monotonic() + policy.budget
+    attempt = 0
+    while True:
+        try:
+            reply = await _once(client, method, url, body, params, headers, ctx)
+            if check is not None and 200 <= reply.status < 300:
+                check(reply)
+            return reply
+        except (RateLimited, TransientError, _Unsent, _Unknown) as err:
+            retryable = idempotent or isinstance(err, RateLimited | _Unsent)
+            if not retryable:
+                raise ctx.uncertain(err) from None
+            wait = _wait_for(err, attempt, policy)
+            attempt += 1
+            if attempt >= policy.attempts or time.monotonic() + wait > deadline:
+                raise ctx.final(err) from None
+            await asyncio.sleep(wait)
+
+
+@dataclass(frozen=True)
+class _Context:
+    provider: str
+    title: str
+    secrets: tuple[str, ...]
+    job_id: str | None
+
+    def text(self, message: str) -> str:
+        return scrub(f"{self.title}: {message}", self.secrets)
+
+    def error(self, cls: type[ProviderError], message: str, **kw: Any) -> ProviderError:
+        return cls(self.text(message), provider=self.provider, job_id=self.job_id, **kw)
+
+    def uncertain(self, err: Exception) -> SubmitUncertain:
+        reason = str(err) if isinstance(err, ProviderError) else _describe(err)
+        return SubmitUncertain(
+            scrub(
+                f"{reason} (the submission may have created a job; it was not sent again)",
+                self.secrets,
+            ),
+            provider=self.provider,
+        )
+
+    def final(self, err: Exception) -> ProviderError:
+        if isinstance(err, ProviderError):
+            return err
+        return self.error(TransientError, _describe(err))
+
+
+class _Unsent(Exception):
+    """The request never left this machine (connection refused, connect timeout)."""
+
+
+class _Unknown(Exception):
+    """The request may have reached the API but no usable answer came back."""
+
+
+def _describe(err: Exception) -> str:
+    if isinstance(err, _Unsent | _Unknown) and err.args:
+        return str(err.args[0])
+    return str(err)
+
+
+def _wait_for(err: Exception, attempt: int, policy: RetryPolicy) -> float:
+    if isinstance(err, RateLimited) and err.retry_after is not None:
+        return err.retry_after
+    return backoff(attempt, policy)
+
+
+async def _once(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    body: Any,
+    params: Mapping[str, str] | None,
+    headers: Mapping[str, str] | None,
+    ctx: _Context,
+) -> Reply:
+    try:
+        response = await client.request(
+            method,
+            url,
+            json=body,
+            params=dict(params) if params else None,
+            headers=dict(headers) if headers else None,
+        )
+    except _NEVER_SENT as err:
+        raise _Unsent(ctx.text(f"could not connect ({type(err).__name__})")) from None
+    except httpx.TimeoutException as err:
+        raise _Unknown(ctx.text(f"no answer in time ({type(err).__name__})")) from None
+    except httpx.TransportError as err:
+        raise _Unknown(ctx.text(f"connection lost ({type(err).__name__})")) from None
+    return _reply(response, ctx)
+
+
+def _reply(response: httpx.Response, ctx: _Context) -> Reply:
+    status = response.status_code
+    try:
+        body: Any = response.json() if response.content else None
+        parsed = True
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body, parsed = response.text, False
+    if 200 <= status < 300:
+        if not parsed:
+            raise _Unknown(ctx.text(f"malformed JSON in a {status} answer"))
+        return Reply(status, body, response.headers)
+    message = provider_message(body) or response.reason_phrase or f"HTTP {status}"
+    if status == 429:
+        wait = retry_after(response.headers.get("retry-after"))
+        raise ctx.error(RateLimited, f"rate limited: {message}", retry_after=wait)
+    if status in (401, 403):
+        raise ctx.error(AuthenticationError, f"authentication failed (HTTP {status}): {message}")
+    if 400 <= status < 500:
+        raise ctx.error(RequestRejected, f"request rejected (HTTP {status}): {message}")
+    raise ctx.error(TransientError, f"server error (HTTP {status}): {message}")

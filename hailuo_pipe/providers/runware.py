@@ -1,0 +1,187 @@
+"""Runware: one endpoint, a JSON array of tasks; model minimax:3@1 (Hailuo 02).
+
+Facts: providers.md; runware.ai/docs/models/minimax-hailuo-02 (taskUUID is a client-chosen UUID
+v4, outputQuality 20–99 default 95, deliveryMethod async, getResponse polling);
+runware.ai/docs/en/providers/minimax (providerSettings.minimax.promptOptimizer, default false);
+Runware's MiniMax model pages list 1366x768 for 768p (documented for minimax:1@1 and
+minimax:4@1) and 1920x1080 for 1080p; the example for 1080p, 6 s costs $0.49.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from ..errors import RequestRejected, TransientError
+from ..storyboard import Scene
+from .base import Capabilities, JobStatus, WireRequest
+from .http import HostedProvider, Reply
+from .wavespeed import is_refusal
+
+MODEL = "minimax:3@1"
+PATH = "/v1"
+# build_request must be pure (fingerprints hash it), so the key is put in at submit time
+PLACEHOLDER_UUID = "00000000-0000-4000-8000-000000000000"
+SIZES = {
+    # unconfirmed for minimax:3@1 itself: Runware documents 1366x768 for its other MiniMax
+    # models at 768p; no 512p size is documented, so 512p is not offered.
+    "768p": (1366, 768),
+    "1080p": (1920, 1080),
+}
+PRICES = {
+    ("1080p", 6): Decimal("0.49"),  # Runware's own example response (cost 0.49)
+    # unconfirmed estimates, conservative (MiniMax list prices)
+    ("768p", 6): Decimal("0.28"),
+    ("768p", 10): Decimal("0.56"),
+}
+FPS = 25
+# unconfirmed: Runware's code for a repeated taskUUID; any of these words means "already have it"
+DUPLICATE_WORDS = ("duplicate", "already")
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _errors(body: Any) -> list[dict[str, Any]]:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
+
+
+def _check(reply: Reply) -> None:
+    if not isinstance(reply.body, dict):
+        raise TransientError(f"Runware: unexpected answer: {str(reply.body)[:200]}")
+
+
+class RunwareProvider(HostedProvider):
+    name = "runware"
+    title = "Runware"
+    env_prefix = "RUNWARE"
+    default_base_url = "https://api.runware.ai"
+    version_suffixes = (PATH,)
+    idempotent_submit = True
+    capabilities = Capabilities(
+        durations={"768p": (6, 10), "1080p": (6,)}, end_image=True, local_images=True
+    )
+    field_origins: ClassVar[Mapping[str, str]] = {
+        "positivePrompt": "prompt",
+        "width": "resolution",
+        "height": "resolution",
+        "duration": "duration",
+        "promptOptimizer": "prompt_optimizer",
+        "frameImages": "image",
+    }
+
+    def price(self, scene: Scene) -> Decimal:
+        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
+
+    def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
+        width, height = SIZES.get(scene.resolution, (0, 0))
+        task: dict[str, Any] = {
+            "taskType": "videoInference",
+            "taskUUID": PLACEHOLDER_UUID,
+            "model": MODEL,
+            "positivePrompt": scene.prompt,
+            "width": width,
+            "height": height,
+            "duration": scene.duration,
+            "fps": FPS,
+            "deliveryMethod": "async",
+            "outputType": "URL",
+            "outputFormat": "MP4",
+            "includeCost": True,
+            "numberResults": 1,
+            "providerSettings": {"minimax": {"promptOptimizer": scene.prompt_optimizer}},
+        }
+        frames = [
+            {"image": images[key], "frame": frame}
+            for key, frame in (("image", "first"), ("end_image", "last"))
+            if key in images
+        ]
+        if frames:
+            task["inputs"] = {"frameImages": frames}
+        return WireRequest("POST", PATH, [deep_merge(task, scene.options)])
+
+    def with_key(self, request: WireRequest, key: str) -> list[dict[str, Any]]:
+        return [{**request.body[0], "taskUUID": key}]
+
+    async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
+        # the taskUUID makes a resend harmless, so even a lost answer is simply sent again
+        reply = await self.call(
+            client,
+            "POST",
+            PATH,
+            body=self.with_key(request, key),
+            idempotent=True,
+            check=_check_submit,
+        )
+        del reply
+        return key
+
+    async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
+        reply = await self.call(
+            client,
+            "POST",
+            PATH,
+            body=[{"taskType": "getResponse", "taskUUID": job_id}],
+            idempotent=True,
+            check=_check,
+            job_id=job_id,
+        )
+        return status_of(reply.body, job_id)
+
+    async def reconcile(
+        self, client: httpx.AsyncClient, key: str, request: WireRequest
+    ) -> str | None:
+        status = await self.poll(client, key)
+        return None if status.state == "failed" and status.error == NOT_FOUND else key
+
+
+NOT_FOUND = "no task with this taskUUID"
+
+
+def _check_submit(reply: Reply) -> None:
+    _check(reply)
+    for error in _errors(reply.body):
+        text = f"{error.get('code', '')} {error.get('message', '')}".lower()
+        if any(word in text for word in DUPLICATE_WORDS):
+            continue
+        raise RequestRejected(f"Runware: {error.get('message') or error.get('code')}")
+
+
+def status_of(body: Mapping[str, Any], task_uuid: str) -> JobStatus:
+    for error in _errors(body):
+        if error.get("taskUUID") in (None, task_uuid):
+            code = str(error.get("code", ""))
+            if "notfound" in code.lower().replace("_", ""):
+                return JobStatus("failed", error=NOT_FOUND)
+            message = str(error.get("message") or code)
+            return JobStatus("failed", error=message, refused=is_refusal(f"{code} {message}"))
+    items = body.get("data")
+    mine = [i for i in items or [] if isinstance(i, dict) and i.get("taskUUID") == task_uuid]
+    if not mine:
+        return JobStatus("queued")
+    item = mine[0]
+    status = str(item.get("status", "")).lower()
+    if status == "success":
+        cost, seed = item.get("cost"), item.get("seed")
+        return JobStatus(
+            "succeeded",
+            output_url=item.get("videoURL"),
+            cost=float(cost) if isinstance(cost, int | float) else None,
+            seed=seed if isinstance(seed, int) else None,
+        )
+    if status == "error":
+        message = str(item.get("error") or item.get("message") or "generation failed")
+        return JobStatus("failed", error=message, refused=is_refusal(message))
+    return JobStatus("running")

@@ -1,0 +1,132 @@
+"""WaveSpeedAI: Hailuo 02 behind one endpoint per tier (standard 768p, pro 1080p).
+
+Facts: providers.md, and wavespeed.ai/docs/docs-api/minimax-hailuo-02-standard (parameters
+prompt, image, end_image, duration 6|10, enable_prompt_expansion; $0.23 / $0.56) and
+wavespeed.ai/docs/what-are-predictions (status created|processing|completed|failed, GET
+/api/v3/predictions/{id}). One revision of the standard page names the end frame `last_image`
+and prices 6 s at $0.28; providers.md and the other revision say `end_image` / $0.23.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from ..errors import RequestRejected, TransientError
+from ..storyboard import Scene
+from .base import Capabilities, JobStatus, State, WireRequest
+from .http import HostedProvider, Reply, provider_message
+
+ENDPOINTS = {  # resolution -> submit path
+    "768p": "/api/v3/minimax/hailuo-02/standard",
+    "1080p": "/api/v3/minimax/hailuo-02/pro",
+}
+RESULT_PATH = "/api/v3/predictions/{id}/result"
+PRICES = {  # (resolution, duration) -> USD, from the docs pages above
+    ("768p", 6): Decimal("0.23"),
+    ("768p", 10): Decimal("0.56"),
+    ("1080p", 6): Decimal("0.48"),
+}
+STATES: dict[str, State] = {
+    "created": "queued",
+    "pending": "queued",
+    "processing": "running",
+    "completed": "succeeded",
+    "failed": "failed",
+    # the official SDK (wavespeed 2.0.5) also treats these as terminal
+    "cancelled": "cancelled",
+    "timeout": "failed",
+    "deleted": "cancelled",
+}
+REFUSAL_WORDS = ("nsfw", "sensitive", "safety", "moderation", "inappropriate")
+
+
+def is_refusal(text: str) -> bool:
+    low = text.lower()
+    return any(word in low for word in REFUSAL_WORDS)
+
+
+def _check_envelope(reply: Reply) -> None:
+    """WaveSpeed repeats the HTTP status as `code`; a 2xx with another code is an error."""
+    body = reply.body
+    if not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise TransientError(f"WaveSpeedAI: unexpected answer: {str(body)[:200]}")
+    code = body.get("code", 200)
+    if isinstance(code, int) and code >= 400:
+        cls = TransientError if code >= 500 else RequestRejected
+        raise cls(f"WaveSpeedAI: {provider_message(body) or f'code {code}'}")
+
+
+class WaveSpeedProvider(HostedProvider):
+    name = "wavespeed"
+    title = "WaveSpeedAI"
+    env_prefix = "WAVESPEED"
+    default_base_url = "https://api.wavespeed.ai"
+    version_suffixes = ("/api/v3",)
+    capabilities = Capabilities(
+        durations={"768p": (6, 10), "1080p": (6,)}, end_image=True, local_images=True
+    )
+    field_origins: ClassVar[Mapping[str, str]] = {
+        "prompt": "prompt",
+        "image": "image",
+        "end_image": "end_image",
+        "duration": "duration",
+        "enable_prompt_expansion": "prompt_optimizer",
+    }
+
+    def price(self, scene: Scene) -> Decimal:
+        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
+
+    def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
+        body: dict[str, Any] = {"prompt": scene.prompt}
+        for key in ("image", "end_image"):
+            if key in images:
+                body[key] = images[key]
+        body["duration"] = scene.duration
+        body["enable_prompt_expansion"] = scene.prompt_optimizer
+        body.update(scene.options)
+        # the tier is the path, not a field: validation rejects 512p from `capabilities` first
+        return WireRequest("POST", ENDPOINTS.get(scene.resolution, ENDPOINTS["768p"]), body)
+
+    async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
+        reply = await self.call(
+            client,
+            "POST",
+            request.path,
+            body=request.body,
+            idempotent=False,
+            check=_check_envelope,
+        )
+        job_id = reply.body["data"].get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise TransientError("WaveSpeedAI: the submit answer carries no prediction id")
+        return job_id
+
+    async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
+        reply = await self.call(
+            client,
+            "GET",
+            RESULT_PATH.format(id=job_id),
+            idempotent=True,
+            check=_check_envelope,
+            job_id=job_id,
+        )
+        return status_of(reply.body["data"])
+
+
+def status_of(data: Mapping[str, Any]) -> JobStatus:
+    state = STATES.get(str(data.get("status", "")).lower(), "running")
+    if state == "succeeded":
+        outputs = data.get("outputs") or []
+        url = outputs[0] if outputs and isinstance(outputs[0], str) else None
+        if url is None:
+            return JobStatus("failed", error="completed without an output URL")
+        return JobStatus("succeeded", output_url=url)
+    if state in ("failed", "cancelled"):
+        error = str(data.get("error") or data.get("status"))
+        nsfw = any(bool(x) for x in data.get("has_nsfw_contents") or [])
+        return JobStatus(state, error=error, refused=nsfw or is_refusal(error))
+    return JobStatus(state)
