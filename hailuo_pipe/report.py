@@ -1,0 +1,304 @@
+"""`hailuo-pipe report`: a static HTML contact sheet of a storyboard and its renders.
+
+One self-contained page (inline CSS, no script, no fonts or anything else from the network) that
+works from file://. Every link in it is relative to the page, so the report folder can be moved
+or archived together with the renders it shows. Thumbnails are small JPEGs in `thumbs/` beside
+the page, made again only when missing or older than the frame they show.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from urllib.parse import quote
+
+import jinja2
+
+from . import media
+from .errors import HailuoPipeError
+from .lockfile import Entry, Lockfile, atomic_write, now
+from .plan import Plan, Step
+from .storyboard import ImageInput, Scene, Storyboard
+
+REPORT_NAME = "report.html"
+THUMBS = "thumbs"
+THUMB_WIDTH = 320
+
+# Environment variables whose values must never reach the page, even if some provider's error
+# message (recorded in the lockfile) echoed one back.
+_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A frame handed from one scene to another, as the page draws it."""
+
+    scene: str  # the other scene
+    frame: str  # "first" | "last" of the source clip
+    slot: str  # "image" (becomes the first frame) | "end_image" (becomes the last)
+
+
+@dataclass
+class Card:
+    scene: Scene
+    step: Step | None
+    entry: Entry | None
+    state: str
+    clip: str | None = None  # relative URL of the clip, when the file is here
+    clip_missing: bool = False  # the lockfile records a clip that is not on this disk
+    thumbs: dict[str, str] = field(default_factory=dict)  # "first"/"last"/"input" -> URL
+    inputs: list[Link] = field(default_factory=list)
+    feeds: list[Link] = field(default_factory=list)
+    input_text: str | None = None  # an image URL or a file that could not be shown
+
+    @property
+    def rendered(self) -> bool:
+        return self.clip is not None
+
+
+@dataclass(frozen=True)
+class Node:
+    """A scene in the frame-flow diagram."""
+
+    id: str
+    x: float
+    rendered: bool
+
+
+@dataclass(frozen=True)
+class Edge:
+    path: str  # SVG path data
+    label: str
+    label_x: float
+    label_y: float
+    source: str
+    target: str
+
+
+def write_report(
+    board: Storyboard, lock: Lockfile, plan: Plan, out_dir: Path | None = None
+) -> Path:
+    """Write `report.html` (and its `thumbs/`) into `out_dir`; returns the page's path.
+
+    `out_dir` defaults to the storyboard's render folder (`renders/NAME/` beside the spec).
+    """
+    out = (out_dir if out_dir is not None else board.render_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base = board.path.parent
+    cards = _cards(board, lock, plan, base, out)
+    page = _template().render(
+        board=board,
+        spec_name=board.path.name,
+        cards=cards,
+        totals=_totals(board, lock, plan, cards),
+        cut=_cut(board, lock, base, out),
+        flow=_flow(cards),
+        generated=now(),
+    )
+    dest = out / REPORT_NAME
+    atomic_write(dest, _scrub(page).encode("utf-8"))
+    return dest
+
+
+# -- cards -------------------------------------------------------------------------------------
+
+
+def _cards(board: Storyboard, lock: Lockfile, plan: Plan, base: Path, out: Path) -> list[Card]:
+    steps = {s.scene.id: s for s in plan.steps}
+    cards: dict[str, Card] = {}
+    for scene in board.scenes:
+        entry = lock.scenes.get(scene.id)
+        card = Card(scene, steps.get(scene.id), entry, entry.state if entry else "not rendered")
+        if entry is not None and entry.output is not None:
+            clip = base / entry.output.path
+            if clip.is_file():
+                card.clip = _url(clip, out)
+            else:
+                card.clip_missing = True
+        if entry is not None:
+            for which in ("first", "last"):
+                record = entry.frames.get(which)
+                if record is not None:
+                    thumb = _thumbnail(base / record.path, out, f"{scene.id}-{which}.jpg")
+                    if thumb is not None:
+                        card.thumbs[which] = thumb
+        if card.clip is None:
+            _input(card, scene.image, out)
+        cards[scene.id] = card
+    for scene in board.scenes:
+        for slot in ("image", "end_image"):
+            img: ImageInput | None = getattr(scene, slot)
+            if img is None or img.ref is None or img.ref.scene not in cards:
+                continue
+            cards[scene.id].inputs.append(Link(img.ref.scene, img.ref.frame, slot))
+            cards[img.ref.scene].feeds.append(Link(scene.id, img.ref.frame, slot))
+    return list(cards.values())
+
+
+def _input(card: Card, image: ImageInput | None, out: Path) -> None:
+    """What the scene starts from, shown where its clip will be while it is not rendered."""
+    if image is None or image.ref is not None:
+        return
+    if image.url is not None:
+        # Never loaded: the page makes no network requests. The address is shown as text.
+        card.input_text = image.url
+        return
+    assert image.path is not None
+    thumb = _thumbnail(image.path, out, f"{card.scene.id}-input.jpg")
+    if thumb is not None:
+        card.thumbs["input"] = thumb
+    else:
+        card.input_text = image.path.name
+
+
+def _thumbnail(src: Path, out: Path, name: str) -> str | None:
+    """The URL of a thumbnail of `src`, made only when missing or older than its source."""
+    dest = out / THUMBS / name
+    try:
+        source_time = src.stat().st_mtime
+    except OSError:
+        return None
+    try:
+        if not dest.is_file() or dest.stat().st_mtime < source_time:
+            media.thumbnail(src, dest, width=THUMB_WIDTH)
+    except (HailuoPipeError, OSError, ValueError):
+        # A damaged frame costs one picture, never the whole report.
+        return None
+    return _url(dest, out)
+
+
+def _url(target: Path, out: Path) -> str:
+    """A link from the page to `target` that survives moving the folder with its renders."""
+    rel = os.path.relpath(target.resolve(), out)
+    return quote(Path(rel).as_posix())
+
+
+# -- header ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Totals:
+    scenes: int
+    rendered: int
+    seconds: int
+    rendered_seconds: int
+    spent: Decimal
+    to_spend: Decimal
+    actions: list[tuple[str, int]]
+    up_to_date: bool
+
+
+def _totals(board: Storyboard, lock: Lockfile, plan: Plan, cards: Iterable[Card]) -> Totals:
+    cards = list(cards)
+    # Every recorded cost counts, also of scenes since removed from the storyboard: it was spent.
+    spent = sum(
+        (Decimal(str(e.cost)) for e in lock.scenes.values() if e.cost is not None), Decimal(0)
+    )
+    counts: dict[str, int] = {}
+    for step in plan.steps:
+        counts[step.action] = counts.get(step.action, 0) + 1
+    return Totals(
+        scenes=len(board.scenes),
+        rendered=sum(1 for c in cards if c.rendered),
+        seconds=sum(s.duration for s in board.scenes),
+        rendered_seconds=sum(c.scene.duration for c in cards if c.rendered),
+        spent=spent,
+        to_spend=plan.cost,
+        actions=sorted(counts.items(), key=lambda kv: _ACTION_ORDER.index(kv[0])),
+        up_to_date=plan.up_to_date,
+    )
+
+
+_ACTION_ORDER = ("reuse", "create", "replace", "retry", "resume", "fetch", "blocked")
+
+
+@dataclass(frozen=True)
+class CutView:
+    path: str  # as the storyboard names it
+    url: str | None  # None while not assembled (or not on this disk)
+    sequence: tuple[str, ...]
+
+
+def _cut(board: Storyboard, lock: Lockfile, base: Path, out: Path) -> CutView | None:
+    if board.output is None:
+        return None
+    url = None
+    if lock.cut is not None and lock.cut.path == board.output.path:
+        file = base / lock.cut.path
+        if file.is_file():
+            url = _url(file, out)
+    return CutView(board.output.path, url, board.output.sequence)
+
+
+# -- frame flow diagram ------------------------------------------------------------------------
+
+_NODE_GAP = 150.0
+_NODE_Y = 86.0
+
+
+@dataclass(frozen=True)
+class Flow:
+    width: float
+    height: float
+    node_y: float
+    nodes: list[Node]
+    edges: list[Edge]
+
+
+def _flow(cards: list[Card]) -> Flow | None:
+    """Scenes on one row in storyboard order; each frame handover an arc above the row.
+
+    Arcs rise with the distance they span, so hand-overs between far-apart scenes stay apart
+    from those between neighbours; this needs no layout engine and draws any DAG.
+    """
+    if not any(c.inputs for c in cards):
+        return None
+    x = {c.scene.id: 70.0 + i * _NODE_GAP for i, c in enumerate(cards)}
+    edges = []
+    for card in cards:
+        for link in card.inputs:
+            x0, x1 = x[link.scene], x[card.scene.id]
+            span = abs(x1 - x0) / _NODE_GAP
+            top = max(8.0, _NODE_Y - 22 - 26 * span)
+            mid = (x0 + x1) / 2
+            path = f"M{x0:.0f},{_NODE_Y - 14:.0f} Q{mid:.0f},{top * 2 - _NODE_Y + 14:.0f} "
+            path += f"{x1:.0f},{_NODE_Y - 14:.0f}"
+            label = f"{link.frame} → {'first' if link.slot == 'image' else 'last'}"
+            edges.append(Edge(path, label, mid, top - 3, link.scene, card.scene.id))
+    nodes = [Node(c.scene.id, x[c.scene.id], c.rendered) for c in cards]
+    return Flow(70.0 * 2 + _NODE_GAP * (len(cards) - 1), _NODE_Y + 30, _NODE_Y, nodes, edges)
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def _money(value: Decimal | float | None) -> str:
+    if value is None:
+        return "—"
+    return f"${Decimal(str(value)):.2f}"
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        # Prompts, reasons and error messages are user or provider text: always escaped.
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = _money
+    text = resources.files(__package__).joinpath("report.html.j2").read_text(encoding="utf-8")
+    return env.from_string(text)
+
+
+def _scrub(page: str, environ: Mapping[str, str] | None = None) -> str:
+    """Blank out the value of any secret-looking environment variable that reached the page."""
+    for name, value in (os.environ if environ is None else environ).items():
+        if _SECRET_NAME.search(name) and len(value) >= 4:
+            page = page.replace(value, "***")
+    return page
