@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import secrets
 import struct
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -176,9 +176,8 @@ def _later(frame: VideoFrame, than: VideoFrame) -> bool:
 def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
     """Run `write` on a temporary path beside `dest`, then rename it over `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(name)
+    # Named, not created, here: the writer creates it, with the usual permissions.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write(tmp)
         with open(tmp, "rb+") as handle:
@@ -186,8 +185,6 @@ def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
         os.replace(tmp, dest)
     except _AV_ERRORS as err:
         tmp.unlink(missing_ok=True)
-        if isinstance(err, MediaError):
-            raise
         raise MediaError(f"cannot write {dest}: {_reason(err)}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
