@@ -156,7 +156,7 @@ def _input(card: Card, image: ImageInput | None, out: Path) -> None:
         card.input_text = image.path.name
 
 
-def _thumbnail(src: Path, out: Path, name: str) -> str | None:
+def _thumbnail(src: Path, out: Path, name: str, width: int = THUMB_WIDTH) -> str | None:
     """The URL of a thumbnail of `src`, made only when missing or older than its source."""
     dest = out / THUMBS / name
     try:
@@ -165,7 +165,7 @@ def _thumbnail(src: Path, out: Path, name: str) -> str | None:
         return None
     try:
         if not dest.is_file() or dest.stat().st_mtime < source_time:
-            media.thumbnail(src, dest, width=THUMB_WIDTH)
+            media.thumbnail(src, dest, width=width)
     except (HailuoPipeError, OSError, ValueError):
         # A damaged frame costs one picture, never the whole report.
         return None
@@ -221,18 +221,20 @@ _ACTION_ORDER = ("reuse", "create", "replace", "retry", "resume", "fetch", "bloc
 class CutView:
     path: str  # as the storyboard names it
     url: str | None  # None while not assembled (or not on this disk)
+    poster: str | None  # its first frame, so the player is not a black box before it plays
     sequence: tuple[str, ...]
 
 
 def _cut(board: Storyboard, lock: Lockfile, base: Path, out: Path) -> CutView | None:
     if board.output is None:
         return None
-    url = None
+    url = poster = None
     if lock.cut is not None and lock.cut.path == board.output.path:
         file = base / lock.cut.path
         if file.is_file():
             url = _url(file, out)
-    return CutView(board.output.path, url, board.output.sequence)
+            poster = _thumbnail(file, out, "cut.jpg", THUMB_WIDTH * 2)
+    return CutView(board.output.path, url, poster, board.output.sequence)
 
 
 # -- frame flow diagram ------------------------------------------------------------------------
@@ -245,6 +247,7 @@ _NODE_Y = 86.0
 class Flow:
     width: float
     height: float
+    top: float  # y of the view's upper edge
     node_y: float
     nodes: list[Node]
     edges: list[Edge]
@@ -264,14 +267,18 @@ def _flow(cards: list[Card]) -> Flow | None:
         for link in card.inputs:
             x0, x1 = x[link.scene], x[card.scene.id]
             span = abs(x1 - x0) / _NODE_GAP
-            top = max(8.0, _NODE_Y - 22 - 26 * span)
+            top = max(16.0, _NODE_Y - 22 - 26 * span)
             mid = (x0 + x1) / 2
             path = f"M{x0:.0f},{_NODE_Y - 14:.0f} Q{mid:.0f},{top * 2 - _NODE_Y + 14:.0f} "
             path += f"{x1:.0f},{_NODE_Y - 14:.0f}"
             label = f"{link.frame} → {'first' if link.slot == 'image' else 'last'}"
             edges.append(Edge(path, label, mid, top - 3, link.scene, card.scene.id))
     nodes = [Node(c.scene.id, x[c.scene.id], c.rendered) for c in cards]
-    return Flow(70.0 * 2 + _NODE_GAP * (len(cards) - 1), _NODE_Y + 30, _NODE_Y, nodes, edges)
+    # The view starts just above the highest label, so short arcs leave no empty band on top.
+    top = min(e.label_y for e in edges) - 14
+    return Flow(
+        70.0 * 2 + _NODE_GAP * (len(cards) - 1), _NODE_Y + 20 - top, top, _NODE_Y, nodes, edges
+    )
 
 
 # -- rendering -----------------------------------------------------------------------------------

@@ -164,6 +164,7 @@ def test_report_cards_thumbnails_and_totals(project, monkeypatch) -> None:  # ty
         "dawn-first.jpg",
         "dawn-last.jpg",
         "lone-input.jpg",
+        "cut.jpg",
         "escape-first.jpg",
         "escape-last.jpg",
     }
@@ -171,7 +172,7 @@ def test_report_cards_thumbnails_and_totals(project, monkeypatch) -> None:  # ty
         assert thumb.read_bytes()[:3] == b"\xff\xd8\xff"
         assert thumb.stat().st_size < 60_000
         with Image.open(thumb) as im:
-            assert im.format == "JPEG" and im.width == 320
+            assert im.format == "JPEG" and im.width == (640 if thumb.name == "cut.jpg" else 320)
 
     # nothing of the machine leaks: no absolute path, no key from the environment
     assert str(board.path.parent) not in page
@@ -334,9 +335,10 @@ def test_report_of_a_preview_render(
     text = page.read_text(encoding="utf-8")
     assert list(_cards(text)) == ["a", "b", "c"]
     assert "&lt;script&gt;" in text and "<script" not in text
-    assert "placeholder" not in text
+    assert 'class="placeholder"' not in text
     found = _check_in_browser(chromium, page)
-    assert len(found["videos"]) == 4 if lock.cut else 3
+    assert lock.cut is not None  # a render assembles the declared cut
+    assert len(found["videos"]) == 4  # a, b, c and the cut
     assert len(found["images"]) >= 6
 
 
