@@ -175,6 +175,8 @@ def _step(
     if entry.state == "done":
         if output_intact(base, entry):
             return step("reuse", "up to date")
+        if cls.local:
+            return step("replace", "clip missing or changed here; rendered again locally")
         return step(
             "fetch", f"clip missing or changed here; download it again from job {entry.job_id}"
         )

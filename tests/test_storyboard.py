@@ -145,11 +145,11 @@ def test_cli_validate_errors_exit_1_without_traceback(write_spec) -> None:
     spec = write_spec(BASE + "  - id: a\n    prompt: x\n    duration: 7\n")
     result = CliRunner().invoke(main, ["validate", str(spec)])
     assert result.exit_code == 1
-    assert f"{spec}:12:15: duration must be 6 or 10" in result.output
+    assert f"{spec}:11:15: duration must be 6 or 10" in result.output
     assert "Traceback" not in result.output
     as_json = CliRunner().invoke(main, ["validate", "--json", str(spec)])
     data = json.loads(as_json.output)
-    assert data["ok"] is False and data["errors"][0]["line"] == 12
+    assert data["ok"] is False and data["errors"][0]["line"] == 11
 
 
 def test_cli_usage_error_exits_2(write_spec) -> None:
