@@ -102,6 +102,9 @@ def write_report(
     )
     dest = out / REPORT_NAME
     atomic_write(dest, _scrub(page).encode("utf-8"))
+    # The temporary file behind the atomic write is private (0600); a report is meant to be
+    # shared and served like the clips beside it.
+    dest.chmod(0o644)
     return dest
 
 

@@ -136,6 +136,7 @@ def test_report_cards_thumbnails_and_totals(project, monkeypatch) -> None:  # ty
     board, lock, plan = project
     page_path = write_report(board, lock, plan)
     assert page_path == board.render_dir / "report.html"
+    assert page_path.stat().st_mode & 0o777 == 0o644  # readable by whoever serves the renders
     page = page_path.read_text(encoding="utf-8")
     cards = _cards(page)
     assert list(cards) == ["dawn", "escape", "arrival", "lone"]  # storyboard order
