@@ -53,16 +53,17 @@ def _inspect(path: Path, size: int, mtime_ns: int) -> ImageFacts:
     return ImageFacts(path, FORMATS[fmt], width, height, size)
 
 
-def check(path: Path) -> ImageFacts:
+def check(path: Path, shown: str = "") -> ImageFacts:
     """Facts about a local first/last frame; ImageProblem says what is wrong with it."""
+    shown = shown or str(path)
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise ImageProblem(f"image file not found: {path}") from None
+        raise ImageProblem(f"image file not found: {shown}") from None
     except OSError as err:
-        raise ImageProblem(f"cannot read image {path}: {err.strerror}") from None
+        raise ImageProblem(f"cannot read image {shown}: {err.strerror}") from None
     if not path.is_file():
-        raise ImageProblem(f"{path} is not a file")
+        raise ImageProblem(f"{shown} is not a file")
     if st.st_size > MAX_BYTES:
         raise ImageProblem(f"{path.name} is {st.st_size / 1e6:.1f} MB; the limit is 20 MB")
     return _inspect(path, st.st_size, st.st_mtime_ns)

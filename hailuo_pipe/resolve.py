@@ -7,6 +7,7 @@ and types; what it checks is what needs the templates rendered first (ids, promp
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -157,7 +158,7 @@ class _Resolver:
             return None
         if URL.match(text):
             return ImageInput(url=text)
-        return ImageInput(path=(self.base / text))
+        return ImageInput(path=Path(os.path.normpath(self.base / text)), written=text)
 
     def _where(self, path: DocPath, raw: Mapping[str, Any]) -> dict[str, Location]:
         where = {"": self.doc.locate(path)}

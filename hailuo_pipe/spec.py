@@ -118,6 +118,9 @@ def _yaml_problem(file: str, err: yaml.YAMLError) -> Problem:
     line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
     what = getattr(err, "problem", None) or str(err)
     context = getattr(err, "context", None)
+    start = getattr(err, "context_mark", None)
+    if context and start is not None and start is not mark:
+        context += f" that starts at line {start.line + 1}, column {start.column + 1}"
     message = f"invalid YAML: {what}" + (f" ({context})" if context else "")
     if "\\t" in what or "'\\t'" in what or "tab" in what.lower():
         message += "; indent with spaces, not tabs"

@@ -38,11 +38,12 @@ class ImageInput:
     path: Path | None = None
     url: str | None = None
     ref: FrameRef | None = None
+    written: str = field(default="", compare=False)  # the path as the spec wrote it
 
     def describe(self) -> str:
         if self.ref is not None:
-            return f"{self.ref.frame} frame of scene {self.ref.scene!r}"
-        return self.url if self.url is not None else str(self.path)
+            return f"the {self.ref.frame} frame of scene {self.ref.scene!r}"
+        return self.url if self.url is not None else (self.written or str(self.path))
 
 
 @dataclass(frozen=True)

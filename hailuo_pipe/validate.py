@@ -131,7 +131,7 @@ def _provider_problems(scene: Scene, at: Locator) -> list[Problem]:
                 f"{title} renders {scene.resolution} clips of {offered} s, not {scene.duration} s",
             )
         )
-    if scene.resolution in caps.needs_first_frame and scene.image is None:
+    if scene.resolution in caps.needs_first_frame and scene.image is None and not out:
         out.append(
             at(
                 scene,
@@ -193,7 +193,7 @@ def _image_problems(scene: Scene, at: Locator) -> list[Problem]:
         img = getattr(scene, key)
         if img is not None and img.path is not None:
             try:
-                images.check(img.path)
+                images.check(img.path, img.written)
             except images.ImageProblem as err:
                 out.append(at(scene, key, str(err)))
     return out
