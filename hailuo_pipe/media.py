@@ -122,8 +122,19 @@ def extract_frame(video: Path, which: Literal["first", "last"], dest: Path) -> N
         )
         if frame is None:
             raise MediaError(f"{video} has no decodable frame")
-        image = frame.to_image()
+        image = _rgb(frame)
+    # zlib level 1: several times faster than Pillow's default for a few percent more bytes.
     _atomic_write(dest, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+
+
+def _rgb(frame: VideoFrame) -> Image.Image:
+    """The frame as RGB, with the same conversion as `VideoFrame.to_image()`, but read straight
+    from the converted plane instead of row by row in Python."""
+    plane = frame.reformat(format="rgb24").planes[0]
+    if plane.line_size < 0:
+        return frame.to_image()
+    size = (plane.width, plane.height)
+    return Image.frombuffer("RGB", size, bytes(plane), "raw", "RGB", plane.line_size, 1)
 
 
 def _first_frame(
