@@ -12,15 +12,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Offline: the preview provider renders animatics locally, so no key and no network are needed.
 demo: $(STAMP)
 	$(BIN)/hailuo-pipe validate specs/demo.yaml
-	$(BIN)/hailuo-pipe plan specs/demo.yaml
+	$(BIN)/hailuo-pipe render specs/demo.yaml
+	$(BIN)/hailuo-pipe report specs/demo.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check hailuo_pipe tests bench
 
 test: lint
+	sh scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache specs/renders

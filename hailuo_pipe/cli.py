@@ -468,3 +468,34 @@ def cut(spec: str, variables: tuple[str, ...], provider: str | None) -> None:
     with exclusive(board.lock_path, wait=True):
         path = assemble(board, Lockfile.load(board.lock_path, board.name))
     click.echo(board.path.parent / path)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for report.html and its thumbnails (default: the storyboard's render folder).",
+)
+@json_option
+@reports_errors
+def report(
+    spec: str,
+    variables: tuple[str, ...],
+    provider: str | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Write a static HTML contact sheet of the storyboard (works from file://)."""
+    from .report import write_report
+
+    board = _load(spec, variables, provider)
+    lock = Lockfile.load(board.lock_path, board.name)
+    page = write_report(board, lock, make_plan(board, lock), out_dir)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "report": str(page)}))
+    else:
+        click.echo(f"report: {page}")
