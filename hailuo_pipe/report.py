@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -91,7 +91,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     base = board.path.parent
     cards = _cards(board, lock, plan, base, out)
-    page = _template().render(
+    page = _template(_private(base)).render(
         board=board,
         spec_name=board.path.name,
         cards=cards,
@@ -293,7 +293,23 @@ def _money(value: Decimal | float | None) -> str:
     return f"${Decimal(str(value)):.2f}"
 
 
-def _template() -> jinja2.Template:
+def _private(base: Path) -> Callable[[str], str]:
+    """Messages (error, reason) name files by absolute path; the page shows them relative to
+    the spec's folder, or to ~, so it gives away neither the machine's layout nor $HOME."""
+    prefixes = [(str(base) + os.sep, ""), (str(base), ".")]
+    home = os.environ.get("HOME", "")
+    if len(home) > 1:
+        prefixes.append((home.rstrip(os.sep) + os.sep, "~" + os.sep))
+
+    def private(text: str) -> str:
+        for prefix, short in prefixes:
+            text = text.replace(prefix, short)
+        return text
+
+    return private
+
+
+def _template(private: Callable[[str], str]) -> jinja2.Template:
     env = jinja2.Environment(
         # Prompts, reasons and error messages are user or provider text: always escaped.
         autoescape=True,
@@ -302,6 +318,7 @@ def _template() -> jinja2.Template:
         lstrip_blocks=True,
     )
     env.filters["money"] = _money
+    env.filters["private"] = private
     text = resources.files(__package__).joinpath("report.html.j2").read_text(encoding="utf-8")
     return env.from_string(text)
 

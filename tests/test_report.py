@@ -102,7 +102,7 @@ def project(tmp_path: Path) -> tuple[Storyboard, Lockfile, Plan]:
         request={},
         job_id="job-lone",
         cost=0.1,
-        error=f"401 Unauthorized: invalid key {SECRET}",
+        error=f"401 Unauthorized: invalid key {SECRET} for {base / 'assets/a.png'}",
     )
     cut = base / "renders" / "story.mp4"
     media.synthetic_clip(cut, width=320, height=180, seconds=1, seed=9)
@@ -178,6 +178,7 @@ def test_report_cards_thumbnails_and_totals(project, monkeypatch) -> None:  # ty
     # nothing of the machine leaks: no absolute path, no key from the environment
     assert str(board.path.parent) not in page
     assert SECRET not in page
+    assert "invalid key *** for assets/a.png" in cards["lone"]
     assert "<link" not in page and "http://" not in page.replace("http://www.w3.org", "")
 
 
@@ -318,29 +319,49 @@ output:
 """
 
 
-@pytest.mark.skipif(not _preview_available(), reason="the preview provider is not built yet")
-def test_report_of_a_preview_render(
-    write_spec: Callable[[str], Path], chromium: str, tmp_path: Path
-) -> None:
+@pytest.fixture
+def preview_render(write_spec: Callable[[str], Path]) -> tuple[Path, Lockfile]:
+    """The report of a storyboard really rendered, offline, by the preview provider."""
     from hailuo_pipe.execute import RenderOptions, render
     from hailuo_pipe.plan import make_plan
     from hailuo_pipe.validate import load_storyboard
 
-    spec = write_spec(CHAIN)
-    board = load_storyboard(spec)
+    board = load_storyboard(write_spec(CHAIN))
     before = write_report(board, Lockfile.load(board.lock_path, "chain"), _plan(board))
     assert before.read_text(encoding="utf-8").count('class="placeholder"') == 4  # + the cut
     render(board, RenderOptions())
     lock = Lockfile.load(board.lock_path, "chain")
-    page = write_report(board, lock, make_plan(board, lock))
+    return write_report(board, lock, make_plan(board, lock)), lock
+
+
+needs_preview = pytest.mark.skipif(
+    not _preview_available(), reason="the preview provider is not built yet"
+)
+
+
+@needs_preview
+def test_report_of_a_preview_render(preview_render: tuple[Path, Lockfile]) -> None:
+    page, lock = preview_render
     text = page.read_text(encoding="utf-8")
     assert list(_cards(text)) == ["a", "b", "c"]
     assert "&lt;script&gt;" in text and "<script" not in text
     assert 'class="placeholder"' not in text
-    found = _check_in_browser(chromium, page)
     assert lock.cut is not None  # a render assembles the declared cut
+    assert text.count("<video ") == 4
+    for src in _srcs(text):
+        assert (page.parent / src).is_file(), src
+
+
+@needs_preview
+@pytest.mark.browser
+def test_report_of_a_preview_render_in_chromium(
+    preview_render: tuple[Path, Lockfile], chromium: str
+) -> None:
+    page, _ = preview_render
+    found = _check_in_browser(chromium, page)
+    assert found["cards"] == ["a", "b", "c"]
     assert len(found["videos"]) == 4  # a, b, c and the cut
-    assert len(found["images"]) >= 6
+    assert len(found["images"]) == 6  # first and last frame of each
 
 
 def _plan(board: Storyboard) -> Plan:
