@@ -131,6 +131,7 @@ class HostedProvider(Provider):
         idempotent: bool,
         check: Callable[[Reply], None] | None = None,
         job_id: str | None = None,
+        accept: frozenset[int] = frozenset(),
     ) -> Reply:
         return await request(
             client,
@@ -146,6 +147,7 @@ class HostedProvider(Provider):
             secrets=self.secrets(),
             policy=self.retry_policy,
             job_id=job_id,
+            accept=accept,
         )
 
 
@@ -172,20 +174,22 @@ async def request(
     secrets: Iterable[str] = (),
     policy: RetryPolicy = DEFAULT_POLICY,
     job_id: str | None = None,
+    accept: frozenset[int] = frozenset(),
 ) -> Reply:
     """Send one JSON request, retrying what is safe to retry; errors in the shared vocabulary.
 
     `check` sees every 2xx reply and may raise a ProviderError for errors an API reports inside
     a successful HTTP answer (MiniMax's base_resp); a RateLimited or TransientError it raises is
-    retried like an HTTP one.
+    retried like an HTTP one. Statuses in `accept` are returned for the caller to read (Runware
+    reports a failed task inside a 400 answer).
     """
     ctx = _Context(provider, title or provider, tuple(s for s in secrets if s), job_id)
     deadline = time.monotonic() + policy.budget
     attempt = 0
     while True:
         try:
-            reply = await _once(client, method, url, body, params, headers, ctx)
-            if check is not None and 200 <= reply.status < 300:
+            reply = await _once(client, method, url, body, params, headers, ctx, accept)
+            if check is not None and (200 <= reply.status < 300 or reply.status in accept):
                 check(reply)
             return reply
         except (RateLimited, TransientError, _Unsent, _Unknown) as err:
@@ -256,6 +260,7 @@ async def _once(
     params: Mapping[str, str] | None,
     headers: Mapping[str, str] | None,
     ctx: _Context,
+    accept: frozenset[int],
 ) -> Reply:
     try:
         response = await client.request(
@@ -271,17 +276,17 @@ async def _once(
         raise _Unknown(ctx.text(f"no answer in time ({type(err).__name__})")) from None
     except httpx.TransportError as err:
         raise _Unknown(ctx.text(f"connection lost ({type(err).__name__})")) from None
-    return _reply(response, ctx)
+    return _reply(response, ctx, accept)
 
 
-def _reply(response: httpx.Response, ctx: _Context) -> Reply:
+def _reply(response: httpx.Response, ctx: _Context, accept: frozenset[int]) -> Reply:
     status = response.status_code
     try:
         body: Any = response.json() if response.content else None
         parsed = True
     except (json.JSONDecodeError, UnicodeDecodeError):
         body, parsed = response.text, False
-    if 200 <= status < 300:
+    if 200 <= status < 300 or (status in accept and parsed and body is not None):
         if not parsed:
             raise _Unknown(ctx.text(f"malformed JSON in a {status} answer"))
         return Reply(status, body, response.headers)

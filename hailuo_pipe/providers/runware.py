@@ -39,6 +39,8 @@ PRICES = {
     ("768p", 10): Decimal("0.56"),
 }
 FPS = 25
+# unconfirmed: the HTTP status of an answer whose only content is task errors; both are read
+TASK_ERROR_STATUSES = frozenset({400})
 # unconfirmed: Runware's code for a repeated taskUUID; any of these words means "already have it"
 DUPLICATE_WORDS = ("duplicate", "already")
 
@@ -137,6 +139,7 @@ class RunwareProvider(HostedProvider):
             idempotent=True,
             check=_check,
             job_id=job_id,
+            accept=TASK_ERROR_STATUSES,
         )
         return status_of(reply.body, job_id)
 
