@@ -153,26 +153,53 @@ def _last_frame(
     A Hailuo clip has a single keyframe, so seeking cannot help; instead the frames no other
     frame refers to (non-reference B frames) are skipped, which cannot change any reference
     frame. The shown frame with the highest timestamp may itself be such a B frame, so full
-    decoding resumes at its packet (in decode order) to keep the result exact.
+    decoding resumes at its packet (in decode order) to keep the result exact. Clips with
+    several keyframes start at the last H.264 IDR picture, before which nothing is needed.
     """
     packets = _packets(container, stream)
     if not packets:
         return None
     ctx = stream.codec_context
     ctx.thread_type = "AUTO"
+    start, target = 0, 0  # without timestamps the display order is unknown: decode everything
     if all(p.pts is not None for p in packets):
         target = max(range(len(packets)), key=lambda i: (packets[i].pts, i))
+        start = _last_idr(packets, stream, before=target)
         ctx.skip_frame = "NONREF"
-    else:
-        target = 0  # without timestamps the display order is unknown: decode everything
     last: VideoFrame | None = None
-    for index, packet in enumerate([*packets, None]):
+    for index, packet in enumerate([*packets[start:], None], start):
         if index == target:
             ctx.skip_frame = "DEFAULT"
         for frame in ctx.decode(packet):
             if last is None or _later(frame, last):
                 last = frame
     return last
+
+
+def _last_idr(packets: Sequence[av.Packet], stream: av.video.VideoStream, before: int) -> int:
+    """The index of the last H.264 IDR packet at or before `before`, or 0.
+
+    An IDR picture empties the decoder's reference list, so decoding from it gives the frames
+    that follow exactly as decoding from the start would.
+    """
+    extradata = stream.codec_context.extradata or b""
+    if stream.codec_context.name != "h264" or len(extradata) < 5 or extradata[0] != 1:
+        return 0  # not length-prefixed H.264 (avcC): no cheap way to tell an IDR
+    length_size = (extradata[4] & 3) + 1
+    for index in range(before, 0, -1):
+        if packets[index].is_keyframe and _has_idr(bytes(packets[index]), length_size):
+            return index
+    return 0
+
+
+def _has_idr(data: bytes, length_size: int) -> bool:
+    position = 0
+    while position + length_size < len(data):
+        size = int.from_bytes(data[position : position + length_size], "big")
+        if data[position + length_size] & 0x1F == 5:  # nal_unit_type 5: IDR slice
+            return True
+        position += length_size + size
+    return False
 
 
 def _later(frame: VideoFrame, than: VideoFrame) -> bool:

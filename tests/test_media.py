@@ -105,6 +105,26 @@ def test_last_frame_exact_for_any_length(tmp_path: Path, seconds: float) -> None
     assert pixels(tmp_path / "last.png")[2] == decode_all(clip)[-1].tobytes()
 
 
+@pytest.mark.parametrize("options", [{"g": "12"}, {"g": "12", "x264-params": "open-gop=1"}])
+def test_last_frame_exact_with_many_keyframes(tmp_path: Path, options: dict[str, str]) -> None:
+    clip = tmp_path / "gops.mp4"
+    media.synthetic_clip(clip, width=160, height=96, seconds=2, seed=5, x264=options)
+    media.extract_frame(clip, "last", tmp_path / "last.png")
+    assert pixels(tmp_path / "last.png")[2] == decode_all(clip)[-1].tobytes()
+
+
+def test_last_frame_decoding_starts_at_the_last_idr(tmp_path: Path) -> None:
+    clip = tmp_path / "gops.mp4"
+    media.synthetic_clip(clip, width=160, height=96, seconds=2, seed=5, x264={"g": "12"})
+    with av.open(str(clip)) as container:
+        stream = container.streams.video[0]
+        packets = media._packets(container, stream)
+        start = media._last_idr(packets, stream, before=len(packets) - 1)
+    keyframes = [i for i, p in enumerate(packets) if p.is_keyframe]
+    assert len(keyframes) > 3
+    assert start == keyframes[-1]
+
+
 def test_extraction_replaces_an_existing_file(bframe_clip: Path, tmp_path: Path) -> None:
     dest = tmp_path / "frame.png"
     dest.write_text("stale")
