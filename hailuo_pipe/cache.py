@@ -147,7 +147,8 @@ class Store(Protocol):
 
     def upload(self, key: str, path: Path, sha256: str) -> None: ...
 
-    def download(self, key: str, dest: Path) -> None: ...
+    def download(self, key: str, dest: Path, size: int | None = None) -> None:
+        """Copy the object to `dest` (`size`, when known, lets a backend pick its method)."""
 
     def head(self, key: str) -> tuple[int, str | None] | None:
         """(size, sha256 recorded at upload or None), or None when the key does not exist."""
@@ -280,7 +281,7 @@ class FileStore:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
 
-    def download(self, key: str, dest: Path) -> None:
+    def download(self, key: str, dest: Path, size: int | None = None) -> None:
         with self._errors("read", key):
             try:
                 shutil.copyfile(self._path(key), dest)
@@ -546,7 +547,7 @@ class Cache:
                 except OSError as err:
                     raise CacheError(f"cannot write {path}: {err.strerror or err}") from None
                 temps[name] = Path(tmp)
-                self.store.download(f"clips/{hexd}/{record.path}", temps[name])
+                self.store.download(f"clips/{hexd}/{record.path}", temps[name], record.size)
                 sha, size = hash_file(temps[name])
                 if (sha, size) != (record.sha256, record.size):
                     raise CacheError(

@@ -200,12 +200,20 @@ class S3Store:
                 Config=self.transfer,
             )
 
-    def download(self, key: str, dest: Path) -> None:
+    def download(self, key: str, dest: Path, size: int | None = None) -> None:
+        """One streamed GET for a small object (its size known from meta.json); the transfer
+        manager's parallel ranged GETs for a big one."""
         with self._errors("download", key):
             try:
-                self.client.download_file(
-                    self.bucket, self._k(key), str(dest), Config=self.transfer
-                )
+                if size is not None and size < self.transfer.multipart_threshold:
+                    answer = self.client.get_object(Bucket=self.bucket, Key=self._k(key))
+                    with dest.open("wb") as f:
+                        for block in answer["Body"].iter_chunks(1 << 20):
+                            f.write(block)
+                else:
+                    self.client.download_file(
+                        self.bucket, self._k(key), str(dest), Config=self.transfer
+                    )
             except bexc.ClientError as err:
                 if _code(err) in _MISSING:
                     raise CacheError(f"{self.url}: {key} is missing from the cache") from None
