@@ -437,7 +437,7 @@ class _Run:
             scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
         )
         self.emit(scene, "done", f"job {job_id}")
-        cost = entry.cost if entry.cost is not None else float(step.price)
+        cost = entry.cost or 0.0
         return SceneResult(
             scene.id, outcome, cost=cost if outcome == "rendered" else 0.0, job_id=job_id
         )
@@ -485,7 +485,10 @@ class _Run:
             finished_at=now(),
             output=FileRecord(self._rel(clip), sha, size),
             frames=frames,
-            cost=status.cost if status.cost is not None else entry.cost,
+            # what the provider reported; else our price table (the API reports no cost)
+            cost=_first(
+                status.cost, entry.cost, float(self.providers[scene.provider].price(scene))
+            ),
             seed=status.seed if status.seed is not None else entry.seed,
         )
         self.lock.put(scene.id, done)
@@ -516,6 +519,10 @@ class _Run:
         from .cut import assemble
 
         return assemble(self.board, self.lock)
+
+
+def _first(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
 
 
 def _age(timestamp: str | None) -> float:

@@ -26,3 +26,17 @@ def write_spec(tmp_path: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+from emulator_fixture import emulator, emulator_process  # noqa: E402,F401  (shared fixtures)
+
+PREFIXES = ("WAVESPEED", "GMI", "MINIMAX", "RUNWARE", "APIFRAME")
+
+
+def provider_env(emu) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Environment that points every hosted provider at the emulator."""
+    env: dict[str, str] = {}
+    for prefix in PREFIXES:
+        env[f"{prefix}_API_KEY"] = emu.key
+        env[f"{prefix}_BASE_URL"] = emu.url
+    return env

@@ -7,27 +7,29 @@ import threading
 from pathlib import Path
 
 _lock = threading.Lock()
-_cache: dict[tuple[str | None, int], bytes] = {}
+_cache: dict[tuple[str | None, int, int], bytes] = {}
 WIDTH, HEIGHT, SECONDS = 160, 90, 1.0
+# Real jobs never return the same clip twice; a few variants make chained frames differ too.
+VARIANTS = 16
 
 
-def clip_bytes(clip_path: str | None = None, min_bytes: int = 0) -> bytes:
+def clip_bytes(clip_path: str | None = None, min_bytes: int = 0, seed: int = 0) -> bytes:
     """The bytes to serve: `clip_path` if given, else a synthetic clip padded to `min_bytes`."""
-    key = (clip_path, min_bytes)
+    key = (clip_path, min_bytes, 0 if clip_path else seed % VARIANTS)
     with _lock:
         if key not in _cache:
-            _cache[key] = Path(clip_path).read_bytes() if clip_path else _make(min_bytes)
+            _cache[key] = Path(clip_path).read_bytes() if clip_path else _make(min_bytes, key[2])
         return _cache[key]
 
 
-def _make(min_bytes: int) -> bytes:
+def _make(min_bytes: int, seed: int) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "clip.mp4"
-        _write(dest, min_bytes)
+        _write(dest, min_bytes, seed)
         return dest.read_bytes()
 
 
-def _write(dest: Path, min_bytes: int) -> None:
+def _write(dest: Path, min_bytes: int, seed: int = 0) -> None:
     try:
         from ..media import synthetic_clip
     except ImportError:  # media.py not present: a tiny encoder of our own
@@ -35,7 +37,9 @@ def _write(dest: Path, min_bytes: int) -> None:
         if min_bytes > dest.stat().st_size:
             _pad(dest, min_bytes)
         return
-    synthetic_clip(dest, width=WIDTH, height=HEIGHT, seconds=SECONDS, min_bytes=min_bytes)
+    synthetic_clip(
+        dest, width=WIDTH, height=HEIGHT, seconds=SECONDS, seed=seed, min_bytes=min_bytes
+    )
 
 
 def _fallback(dest: Path) -> None:

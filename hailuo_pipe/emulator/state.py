@@ -83,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
     "latency": 0.0,
     "fail_jobs": 0.0,
     "refuse_content": 0.0,
+    "fail_prompt": None,  # a job whose request contains this text fails (to target one scene)
     "expire_outputs": False,
     "output_bytes": 0,
     "clip_path": None,
@@ -157,7 +158,8 @@ class State:
     ) -> tuple[Job, bool]:
         """A new paid job, or the one this key already created (then False)."""
         refuse = self.chance("refuse_content")
-        fail = not refuse and self.chance("fail_jobs")
+        marker = self.config["fail_prompt"]
+        fail = not refuse and (self.chance("fail_jobs") or bool(marker and marker in str(body)))
         with self.lock:
             if key is not None and (provider, key) in self.by_key:
                 return self.jobs[self.by_key[(provider, key)]], False

@@ -1,0 +1,5 @@
+"""`python -m hailuo_pipe`: the command line."""
+
+from .cli import main
+
+main()
