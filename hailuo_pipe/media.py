@@ -332,8 +332,8 @@ def _pattern(width: int, height: int, seed: int) -> Image.Image:
         colour = tuple(rng.randrange(40, 256) for _ in range(3))
         x0 = bar * wide.width // bars
         draw.rectangle((x0, 0, (bar + 1) * wide.width // bars, height), fill=colour)
-    shade = Image.linear_gradient("L").resize(wide.size).rotate(rng.choice((0, 90, 180, 270)))
-    wide = Image.composite(wide, Image.new("RGB", wide.size, (0, 0, 0)), shade.resize(wide.size))
+    shade = Image.linear_gradient("L").rotate(rng.choice((0, 90, 180, 270))).resize(wide.size)
+    wide = Image.composite(wide, Image.new("RGB", wide.size, (0, 0, 0)), shade)
     draw = ImageDraw.Draw(wide)
     for _ in range(24):
         cx, cy = rng.randrange(wide.width), rng.randrange(height)
@@ -367,6 +367,8 @@ def _pad(path: Path, min_bytes: int) -> None:
     if missing <= 0:
         return
     size = max(missing, 8)  # a box cannot be smaller than its own header
+    if size >= 2**32:
+        raise ValueError("min_bytes pads with one 32-bit MP4 box: at most 4 GiB of padding")
     with open(path, "ab") as handle:
         handle.write(struct.pack(">I4s", size, b"free"))
         # Random, not zeros, so nothing along the way can compress the padding away.
@@ -577,16 +579,15 @@ def render_animatic(
     _check_size(width, height)
     count = max(1, seconds * fps)
     overlay = _caption(caption, width, height)
-    start = _still(first, width, height)
     end = _still(last, width, height)
-    if start is None and end is not None:
-        start = _dark_card(width, height)
-    if end is not None and start is not None:
+    frames: Iterator[VideoFrame]
+    if end is not None:
+        start = _still(first, width, height) or _dark_card(width, height)
         frames = _dissolve(start, end, count, overlay)
     elif isinstance(first, Path):
-        frames = _push_in(first, width, height, count, overlay)
+        frames = _push_in(_load_image(first), width, height, count, overlay)
     else:
-        frames = _hold(start or _dark_card(width, height), count, overlay)
+        frames = _hold(_still(first, width, height) or _dark_card(width, height), count, overlay)
 
     def write(tmp: Path) -> None:
         with _writer(tmp, width, height, fps, _PREVIEW_X264) as out:
@@ -633,10 +634,10 @@ def _dissolve(
 
 
 def _push_in(
-    source: Path, width: int, height: int, count: int, overlay: _Overlay | None
+    source: Image.Image, width: int, height: int, count: int, overlay: _Overlay | None
 ) -> Iterator[VideoFrame]:
     # Fitted larger than the canvas once, so zooming in shows real detail rather than blur.
-    big = _fit(_load_image(source), round(width * _ZOOM) // 2 * 2, round(height * _ZOOM) // 2 * 2)
+    big = _fit(source, round(width * _ZOOM) // 2 * 2, round(height * _ZOOM) // 2 * 2)
     for index in range(count):
         zoom = _ZOOM / (1 + (_ZOOM - 1) * _ease(index / max(1, count - 1)))
         w, h = round(width * zoom), round(height * zoom)
