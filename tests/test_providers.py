@@ -252,3 +252,47 @@ def test_a_job_end_to_end_sends_exactly_the_built_request(name: str, emulator: E
     if name == "minimax":
         assert polls[-1]["path"] == "/v1/files/retrieve"
         assert polls[-2]["query"] == {"task_id": job_id}
+
+
+# -- the poll schedule --------------------------------------------------------------------------
+
+
+def simulate(schedule: Any, length: float) -> tuple[int, float]:
+    """Polls made and detection delay for a job of `length` seconds."""
+    from hailuo_pipe.polling import PollSchedule
+
+    assert isinstance(schedule, PollSchedule)
+    t, polls = 0.0, 0
+    while True:
+        polls += 1
+        if t >= length:
+            return polls, t - length
+        t += schedule.next_delay(t)
+
+
+def test_blind_schedule_starts_dense_and_spreads_out() -> None:
+    from hailuo_pipe.polling import DurationEstimator
+
+    schedule = DurationEstimator().schedule("wavespeed")
+    assert schedule.next_delay(0) == pytest.approx(0.1)
+    assert schedule.next_delay(100) == pytest.approx(20)
+    assert schedule.next_delay(10_000) == 30
+    _, delay = simulate(schedule, 2.0)
+    assert delay <= 0.4
+
+
+def test_learnt_schedule_sleeps_until_the_typical_end_then_checks_densely() -> None:
+    from hailuo_pipe.polling import DurationEstimator
+
+    estimator = DurationEstimator()
+    for seconds in (20.1, 20.3, 19.9, 20.2):
+        estimator.observe("runware", seconds)
+    polls, delay = simulate(estimator.schedule("runware"), 20.0)
+    assert polls <= 8 and delay <= 0.6
+    for seconds in (2.05, 2.1, 2.02):
+        estimator.observe("minimax", seconds)
+    polls, delay = simulate(estimator.schedule("minimax"), 2.0)
+    assert polls <= 6 and delay <= 0.2
+    # a job far later than all before it is still polled, ever more sparsely
+    late = estimator.schedule("runware")
+    assert 0.5 <= late.next_delay(60) <= 30
