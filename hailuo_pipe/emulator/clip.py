@@ -9,7 +9,8 @@ from pathlib import Path
 _lock = threading.Lock()
 _cache: dict[tuple[str | None, int, int], bytes] = {}
 WIDTH, HEIGHT, SECONDS = 160, 90, 1.0
-# Real jobs never return the same clip twice; a few variants make chained frames differ too.
+# Real jobs never return the same clip twice; consecutive jobs serve different variants, so
+# a re-rendered scene hands a different frame to the scenes chained to it.
 VARIANTS = 16
 
 

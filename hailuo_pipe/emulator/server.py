@@ -130,7 +130,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send_raw(int(fault.options.get("status", 503)), b"busy", "text/plain")
             return
         data = clip_bytes(
-            state.config["clip_path"], int(state.config["output_bytes"] or 0), job.seed
+            state.config["clip_path"], int(state.config["output_bytes"] or 0), job.serial
         )
         if state.fires("truncate_downloads", "download"):
             self.send_response(200)

@@ -69,6 +69,7 @@ class Job:
     cost: float
     resolution: str = "768p"
     key: str | None = None  # taskUUID / Idempotency-Key that created it
+    serial: int = 0  # how many jobs came before it: picks the clip it serves
 
     def phase(self, now: float | None = None) -> str:
         """queued | running | ok | fail | refuse."""
@@ -175,6 +176,7 @@ class State:
                 cost=cost,
                 resolution=resolution,
                 key=key,
+                serial=sum(self.created.values()),
             )
             self.jobs[job.id] = job
             if key is not None:
