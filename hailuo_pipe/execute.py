@@ -158,6 +158,7 @@ class _Run:
         self.stop = asyncio.Event()
         self.estimator = DurationEstimator()
         self.results: dict[str, SceneResult] = {}
+        self.submitted: dict[str, float] = {}  # scene -> monotonic time of its submit
 
     async def run(self) -> RenderResult:
         loop = asyncio.get_running_loop()
@@ -365,6 +366,7 @@ class _Run:
         # Recorded before sending: a crash from here on can never lead to a blind resubmit.
         self.lock.put(scene.id, self._new_entry(step, key=key))
         self.emit(scene, "submitting")
+        self.submitted[scene.id] = time.monotonic()
         try:
             job_id = await provider.submit(self.clients[scene.provider], request, key)
         except SubmitUncertain as err:
@@ -445,7 +447,8 @@ class _Run:
     async def _poll(self, scene: Scene, provider: Provider, job_id: str) -> JobStatus:
         client = self.clients[scene.provider]
         entry = self.lock.scenes[scene.id]
-        started = time.monotonic() - _age(entry.submitted_at)
+        # a job submitted in this run is timed exactly; a resumed one from its lock timestamp
+        started = self.submitted.get(scene.id) or time.monotonic() - _age(entry.submitted_at)
         schedule = self.estimator.schedule(provider.name)
         last_state = ""
         while True:
