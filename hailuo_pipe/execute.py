@@ -37,7 +37,7 @@ from .errors import (
 from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
-from .lockfile import Entry, FileRecord, Lockfile, exclusive, now
+from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
 from .plan import SPENDING, Plan, Step, _step, make_plan
 from .polling import DurationEstimator
 from .providers.base import JobStatus, Provider, WireRequest
@@ -150,6 +150,7 @@ class _Run:
         opts: RenderOptions,
     ) -> None:
         self.board, self.lock, self.plan, self.opts = board, lock, plan, opts
+        self.writer = GroupWriter(lock)
         self.providers = configured
         self.base = board.path.parent
         self.graph = Graph.of(board.scenes)
@@ -364,7 +365,7 @@ class _Run:
         scene = step.scene
         request = await self._wire_request(scene, provider)
         # Recorded before sending: a crash from here on can never lead to a blind resubmit.
-        self.lock.put(scene.id, self._new_entry(step, key=key))
+        await self.writer.put(scene.id, self._new_entry(step, key=key))
         self.emit(scene, "submitting")
         self.submitted[scene.id] = time.monotonic()
         try:
@@ -372,7 +373,7 @@ class _Run:
         except SubmitUncertain as err:
             found = await self._reconcile(provider, scene, key, request)
             if found is None:
-                self.lock.update(scene.id, state="unknown", error=str(err))
+                await self.writer.update(scene.id, state="unknown", error=str(err))
                 raise SubmitUncertain(
                     f"{scene.id}: the submission to {provider.title} may have created a job "
                     f"but its answer was lost ({err}); it is not sent again. Look for it at "
@@ -382,9 +383,9 @@ class _Run:
             job_id = found
         except ProviderError as err:
             # the provider refused the request: no job exists, so a later run may retry it
-            self.lock.update(scene.id, state="failed", error=str(err), finished_at=now())
+            await self.writer.update(scene.id, state="failed", error=str(err), finished_at=now())
             raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None
-        self.lock.update(scene.id, state="submitted", job_id=job_id)
+        await self.writer.update(scene.id, state="submitted", job_id=job_id)
         return job_id
 
     async def _reconcile(
@@ -401,15 +402,15 @@ class _Run:
             request = await self._wire_request(scene, provider)
             self.emit(scene, "submitting", f"resending with key {entry.key}")
             job_id = await provider.submit(self.clients[scene.provider], request, entry.key)
-            self.lock.update(scene.id, state="submitted", job_id=job_id)
+            await self.writer.update(scene.id, state="submitted", job_id=job_id)
             return job_id
         request = await self._wire_request(scene, provider)
         found = await self._reconcile(provider, scene, entry.key, request)
         if found is None:
             if entry.state != "unknown":
-                self.lock.update(scene.id, state="unknown")
+                await self.writer.update(scene.id, state="unknown")
             raise SubmitUncertain(f"{scene.id}: {step.reason}", provider=provider.name)
-        self.lock.update(scene.id, state="submitted", job_id=found)
+        await self.writer.update(scene.id, state="submitted", job_id=found)
         return found
 
     async def _finish(
@@ -419,7 +420,7 @@ class _Run:
         status = await self._poll(scene, provider, job_id)
         if status.state != "succeeded":
             error = status.error or f"the job ended {status.state}"
-            self.lock.update(scene.id, state="failed", error=error, finished_at=now())
+            await self.writer.update(scene.id, state="failed", error=error, finished_at=now())
             kind = ContentRefused if status.refused else JobFailed
             raise kind(
                 f"{scene.id}: job {job_id} at {provider.title} failed: {error}",
@@ -494,7 +495,7 @@ class _Run:
             ),
             seed=status.seed if status.seed is not None else entry.seed,
         )
-        self.lock.put(scene.id, done)
+        await self.writer.put(scene.id, done)
         return done
 
     def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:

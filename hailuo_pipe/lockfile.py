@@ -8,6 +8,7 @@ sure two renders of one spec never interleave.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -163,9 +164,12 @@ class Lockfile:
             data["cut"] = {"fingerprint": self.cut_fingerprint, "output": asdict(self.cut)}
         return data
 
-    def save(self) -> None:
+    def dumps(self) -> bytes:
         text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        atomic_write(self.path, text.encode("utf-8"))
+        return text.encode("utf-8")
+
+    def save(self) -> None:
+        atomic_write(self.path, self.dumps())
 
     def update(self, scene_id: str, **changes: Any) -> Entry:
         """Change one scene's entry and write the lockfile before returning."""
@@ -177,6 +181,39 @@ class Lockfile:
     def put(self, scene_id: str, entry: Entry) -> None:
         self.scenes[scene_id] = entry
         self.save()
+
+
+class GroupWriter:
+    """Lockfile writes for concurrent tasks, coalesced like a database's group commit.
+
+    Each caller returns only once a write that includes its change is on disk (so "submitting"
+    is durable before the request goes out), but changes made while a write is running share
+    the next one, and the write runs in a thread so the event loop keeps polling meanwhile.
+    """
+
+    def __init__(self, lock: Lockfile) -> None:
+        self.lock = lock
+        self._changed = 0
+        self._written = 0
+        self._mutex = asyncio.Lock()
+
+    async def put(self, scene_id: str, entry: Entry) -> Entry:
+        self.lock.scenes[scene_id] = entry
+        await self.flush()
+        return entry
+
+    async def update(self, scene_id: str, **changes: Any) -> Entry:
+        return await self.put(scene_id, replace(self.lock.scenes[scene_id], **changes))
+
+    async def flush(self) -> None:
+        self._changed += 1
+        mine = self._changed
+        async with self._mutex:
+            if self._written >= mine:
+                return
+            upto, data = self._changed, self.lock.dumps()
+            await asyncio.to_thread(atomic_write, self.lock.path, data)
+            self._written = upto
 
 
 def atomic_write(path: Path, data: bytes) -> None:
