@@ -81,9 +81,8 @@ class Templates:
         self._cache: dict[str, jinja2.Template] = {}
 
     def render(self, source: str, variables: Mapping[str, Any]) -> str:
-        # Jinja drops one trailing newline (keep_trailing_newline=False); so do the fast paths.
         if "{" not in source:  # most prompt lines are plain text: skip Jinja entirely
-            return source.removesuffix("\n")
+            return _as_jinja_would(source)
         simple = _substitute(source, variables)
         if simple is not None:
             return simple
@@ -153,10 +152,13 @@ def _substitute(source: str, variables: Mapping[str, Any]) -> str | None:
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             return None
         values[name] = str(value)
-    out = _PLACEHOLDER.sub(lambda m: values[m.group(1)], source)
-    if len(out) > MAX_OUTPUT:
-        return None
-    return out.removesuffix("\n")
+    out = _PLACEHOLDER.sub(lambda m: values[m.group(1)], _as_jinja_would(source))
+    return out if len(out) <= MAX_OUTPUT else None
+
+
+def _as_jinja_would(text: str) -> str:
+    """Template text as Jinja outputs it: newlines normalised, one trailing newline dropped."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").removesuffix("\n")
 
 
 def _undefined_message(err: jinja2.UndefinedError) -> str:
