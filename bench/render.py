@@ -39,7 +39,7 @@ def env_for(emu: Emulator) -> dict[str, str]:
 
 def independent(n: int, provider: str = "wavespeed") -> str:
     scenes = "".join(
-        f"  - id: s{i:04d}\n    prompt: \"[Static shot] scene {i}\"\n"
+        f'  - id: s{i:04d}\n    prompt: "[Static shot] scene {i}"\n'
         f"    image: https://example.com/frames/{i}.jpg\n"
         for i in range(n)
     )
@@ -47,9 +47,9 @@ def independent(n: int, provider: str = "wavespeed") -> str:
 
 
 def chain(n: int) -> str:
-    scenes = "  - id: s00\n    prompt: \"[Aerial dive] start\"\n    image: assets/first.png\n"
+    scenes = '  - id: s00\n    prompt: "[Aerial dive] start"\n    image: assets/first.png\n'
     scenes += "".join(
-        f"  - id: s{i:02d}\n    prompt: \"[Tracking shot] step {i}\"\n"
+        f'  - id: s{i:02d}\n    prompt: "[Tracking shot] step {i}"\n'
         f"    image: {{from: s{i - 1:02d}, frame: last}}\n"
         for i in range(1, n)
     )
@@ -66,8 +66,9 @@ def write(root: Path, text: str) -> Path:
 
 def timed_render(spec: Path, emu: Emulator, concurrency: int) -> float:
     start = time.perf_counter()
-    result = render(load_storyboard(spec), RenderOptions(environ=env_for(emu),
-                                                         concurrency=concurrency))
+    result = render(
+        load_storyboard(spec), RenderOptions(environ=env_for(emu), concurrency=concurrency)
+    )
     wall = time.perf_counter() - start
     bad = [r for r in result.results if r.outcome != "rendered"]
     assert not bad, bad[:3]
@@ -79,16 +80,20 @@ def fanout() -> None:
         spec = write(Path(tmp), independent(100))
         wall = timed_render(spec, emu, concurrency=20)
         polls = len(emu.requests("poll"))
-        print(f"fanout: 100 scenes x 2 s jobs, concurrency 20: wall {wall:.2f} s = "
-              f"{wall / 10:.3f} x ideal 10 s (target <= 1.10); {polls / 100:.1f} polls/job")
+        print(
+            f"fanout: 100 scenes x 2 s jobs, concurrency 20: wall {wall:.2f} s = "
+            f"{wall / 10:.3f} x ideal 10 s (target <= 1.10); {polls / 100:.1f} polls/job"
+        )
 
 
 def chained() -> None:
     with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=1.0) as emu:
         spec = write(Path(tmp), chain(10))
         wall = timed_render(spec, emu, concurrency=4)
-        print(f"chain: 10 chained scenes x 1 s jobs, real MP4s: wall {wall:.2f} s = "
-              f"{wall / 10:.3f} x ideal 10 s (target <= 1.15)")
+        print(
+            f"chain: 10 chained scenes x 1 s jobs, real MP4s: wall {wall:.2f} s = "
+            f"{wall / 10:.3f} x ideal 10 s (target <= 1.15)"
+        )
 
 
 def noop() -> None:
@@ -100,32 +105,46 @@ def noop() -> None:
         walls = []
         for _ in range(3):
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "hailuo_pipe", "render", "--quiet",
-                                   str(spec)], env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "hailuo_pipe", "render", "--quiet", str(spec)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
             walls.append(time.perf_counter() - start)
             assert done.returncode == 0, done.stderr
         sent = len(emu.requests()) - before
-        print(f"noop: rerun of 1,000 rendered scenes (first render took {setup:.1f} s): "
-              f"best wall {min(walls):.2f} s, median {sorted(walls)[1]:.2f} s, "
-              f"{sent} requests (target <= 1 s, 0 requests)")
+        print(
+            f"noop: rerun of 1,000 rendered scenes (first render took {setup:.1f} s): "
+            f"best wall {min(walls):.2f} s, median {sorted(walls)[1]:.2f} s, "
+            f"{sent} requests (target <= 1 s, 0 requests)"
+        )
 
 
 def memory() -> None:
     size = 20 * 1024 * 1024
-    with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=0.2,
-                                                            output_bytes=size) as emu:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        run_emulator(job_seconds=0.2, output_bytes=size) as emu,
+    ):
         spec = write(Path(tmp), independent(200, provider="runware"))
         env = {**os.environ, **env_for(emu)}
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "hailuo_pipe", "render", "--quiet",
-                               "-j", "20", str(spec)], env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "hailuo_pipe", "render", "--quiet", "-j", "20", str(spec)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         wall = time.perf_counter() - start
         assert done.returncode == 0, done.stderr
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         total = sum(p.stat().st_size for p in (Path(tmp) / "renders").rglob("*.mp4"))
-        print(f"memory: 200 scenes x 20 MB outputs ({total / 1e9:.1f} GB downloaded in "
-              f"{wall:.1f} s): peak RSS of the render process {peak_mb:.0f} MB "
-              "(target <= 200 MB)")
+        print(
+            f"memory: 200 scenes x 20 MB outputs ({total / 1e9:.1f} GB downloaded in "
+            f"{wall:.1f} s): peak RSS of the render process {peak_mb:.0f} MB "
+            "(target <= 200 MB)"
+        )
 
 
 BENCHES = {"fanout": fanout, "chain": chained, "noop": noop, "memory": memory}

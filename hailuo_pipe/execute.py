@@ -15,14 +15,15 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
-from . import media, providers
+from . import media, providers, sharing
+from .cache import CachedResult, LeaseHeld
 from .download import download
 from .errors import (
     BudgetExceeded,
@@ -118,7 +119,7 @@ def configure(plan: Plan, environ: Mapping[str, str]) -> dict[str, Provider]:
     missing = []
     for step in plan.steps:
         name = step.scene.provider
-        if name in configured or step.action == "reuse":
+        if name in configured or step.action == "reuse" or step.cached is not None:
             continue
         try:
             configured[name] = providers.get(name).from_env(environ)
@@ -134,10 +135,18 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
     opts = options or RenderOptions()
     with exclusive(board.lock_path, wait=opts.wait):
         lock = Lockfile.load(board.lock_path, board.name)
-        plan = make_plan(board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only)
+        cache = sharing.open_for(board, opts.environ)
+        plan = make_plan(
+            board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only, cache=cache
+        )
         check_budget(plan, opts.max_cost)
         configured = configure(plan, opts.environ)
-        return asyncio.run(_Run(board, lock, plan, configured, opts).run())
+        shared = (
+            sharing.Shared(cache, ttl=sharing.lease_ttl(opts.environ))
+            if cache is not None
+            else None
+        )
+        return asyncio.run(_Run(board, lock, plan, configured, opts, shared).run())
 
 
 class _Run:
@@ -148,8 +157,10 @@ class _Run:
         plan: Plan,
         configured: Mapping[str, Provider],
         opts: RenderOptions,
+        shared: sharing.Shared | None = None,
     ) -> None:
         self.board, self.lock, self.plan, self.opts = board, lock, plan, opts
+        self.shared = shared
         self.writer = GroupWriter(lock)
         self.providers = configured
         self.base = board.path.parent
@@ -276,10 +287,17 @@ class _Run:
             return SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None)
         if self.stop.is_set():
             raise Interrupted
+        if self.shared and step.fingerprint and step.action in SPENDING | {"fetch"}:
+            hit = await self.shared.lookup(step.fingerprint)
+            if hit is not None and not providers.get(scene.provider).local:
+                async with self.slots:
+                    return await self._from_cache(step, hit)
         provider = self.providers[scene.provider]
         async with self.slots, self.provider_slots[scene.provider]:
             if provider.local:
                 return await self._render_local(step, provider)
+            if step.action in SPENDING and self.shared:
+                return await self._claim_and_render(step, provider, self.shared)
             if step.action in SPENDING:
                 job_id = await self._submit(step, provider, key=str(uuid.uuid4()))
                 outcome = "rendered"
@@ -294,6 +312,75 @@ class _Run:
                 job_id = await self._resubmit_or_reconcile(step, provider, entry)
                 outcome = "resumed"
             return await self._finish(step, provider, job_id, outcome)
+
+    # -- the shared cache -------------------------------------------------------------------
+
+    async def _from_cache(self, step: Step, hit: CachedResult) -> SceneResult:
+        scene = step.scene
+        assert step.fingerprint is not None and step.request is not None
+        self.emit(scene, "downloading", f"from the shared cache (job {hit.job_id})")
+        clip = self._clip_path(scene)
+        clip.parent.mkdir(parents=True, exist_ok=True)
+        dests = {"clip": clip, **{w: self._frame_path(scene, w) for w in ("first", "last")}}
+        dests = {name: path for name, path in dests.items() if name in hit.files}
+        await self.shared.pull(step.fingerprint, dests)  # type: ignore[union-attr]
+        entry = sharing.entry_from_cache(
+            hit,
+            step.fingerprint,
+            "cache",
+            step.request.body,
+            {n: self._rel(p) for n, p in dests.items()},
+            now(),
+        )
+        if set(entry.frames) != {"first", "last"}:  # an entry pushed without its frames
+            frames = await asyncio.to_thread(self._extract_frames, scene, clip)
+            entry = replace(entry, frames=frames)
+        await self.writer.put(scene.id, entry)
+        self.emit(scene, "done", "from the shared cache")
+        return SceneResult(scene.id, "fetched", job_id=entry.job_id)
+
+    async def _claim_and_render(
+        self, step: Step, provider: Provider, shared: sharing.Shared
+    ) -> SceneResult:
+        """Render under a lease, so no other machine pays for the same clip meanwhile."""
+        scene = step.scene
+        assert step.fingerprint is not None
+
+        def waiting(held: LeaseHeld) -> None:
+            self.emit(
+                scene,
+                "waiting",
+                f"{held.holder} has been rendering it since {held.since}; waiting for its result",
+            )
+
+        got = await shared.claim(step.fingerprint, provider.name, waiting)
+        if isinstance(got, CachedResult):
+            return await self._from_cache(step, got)
+        keeper = asyncio.create_task(shared.keep(got))
+        try:
+            if got.resumed and got.job_id:
+                # another machine submitted this and stopped: resume its job, never resubmit
+                resumed = replace(
+                    self._new_entry(step, key=got.key or "lease"),
+                    state="submitted",
+                    job_id=got.job_id,
+                )
+                await self.writer.put(scene.id, resumed)
+                job_id, outcome = got.job_id, "resumed"
+            else:
+                key = str(uuid.uuid4())
+                job_id = await self._submit(step, provider, key=key)
+                await shared.record_job(got, job_id, key)
+                outcome = "rendered"
+            result = await self._finish(step, provider, job_id, outcome)
+            try:
+                await shared.push(self.base, self.lock.scenes[scene.id])
+            except HailuoPipeError as err:
+                self.emit(scene, "warning", f"could not push to the shared cache: {err}")
+            return result
+        finally:
+            keeper.cancel()
+            await shared.release(got)
 
     # -- local (preview) --------------------------------------------------------------------
 
@@ -501,7 +588,7 @@ class _Run:
     def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
         frames = {}
         for which in ("first", "last"):
-            png = clip.with_name(f"{scene.id}.{which}.png")
+            png = self._frame_path(scene, which)
             try:
                 media.extract_frame(clip, which, png)  # type: ignore[arg-type]
             except MediaError as err:
@@ -513,6 +600,9 @@ class _Run:
 
     def _clip_path(self, scene: Scene) -> Path:
         return self.board.render_dir / f"{scene.id}.mp4"
+
+    def _frame_path(self, scene: Scene, which: str) -> Path:
+        return self.board.render_dir / f"{scene.id}.{which}.png"
 
     def _rel(self, path: Path) -> str:
         return os.path.relpath(path, self.base)

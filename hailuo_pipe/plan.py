@@ -13,10 +13,10 @@ Like `terraform plan`: nothing is sent anywhere. A scene's action is one of
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import providers
 from .fingerprint import FrameHashes, fingerprint, image_tokens, request_for
@@ -25,6 +25,9 @@ from .images import sha256_file
 from .lockfile import Entry, Lockfile
 from .providers.base import WireRequest
 from .storyboard import Scene, Storyboard
+
+if TYPE_CHECKING:
+    from .cache import Cache, CachedResult
 
 Action = Literal["reuse", "create", "replace", "retry", "resume", "fetch", "blocked"]
 SPENDING: frozenset[str] = frozenset({"create", "replace", "retry"})
@@ -39,6 +42,7 @@ class Step:
     fingerprint: str | None  # None while an input frame is still to be rendered
     request: WireRequest | None
     entry: Entry | None
+    cached: CachedResult | None = None  # a finished clip in the shared cache
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -116,6 +120,7 @@ def make_plan(
     force: Collection[str] = (),
     resubmit: Collection[str] = (),
     only: Iterable[str] | None = None,
+    cache: Cache | None = None,
 ) -> Plan:
     graph = Graph.of(board.scenes)
     wanted = graph.closure(only) if only is not None else None
@@ -129,11 +134,35 @@ def make_plan(
         step = _step(
             scene, lock.scenes.get(scene_id), frames, base, scene_id in force, scene_id in resubmit
         )
+        if cache is not None:
+            step = _from_cache(step, cache)
         steps.append(step)
-        if step.action in ("reuse", "fetch") and step.entry is not None:
+        if step.cached is not None:
+            for which, record in step.cached.files.items():
+                frames[(scene_id, which)] = "sha256:" + record.sha256
+        elif step.action in ("reuse", "fetch") and step.entry is not None:
             for which, record in step.entry.frames.items():
                 frames[(scene_id, which)] = "sha256:" + record.sha256
     return Plan(tuple(steps))
+
+
+def _from_cache(step: Step, cache: Cache) -> Step:
+    """A scene that would be generated (or fetched from its job) but is in the shared cache."""
+    if step.fingerprint is None or step.action not in SPENDING | {"fetch"}:
+        return step
+    if providers.get(step.scene.provider).local:
+        return step
+    hit = cache.lookup(step.fingerprint)
+    if hit is None:
+        return step
+    who = f" by {hit.pushed_by}" if hit.pushed_by else ""
+    return replace(
+        step,
+        action="fetch",
+        price=Decimal(0),
+        cached=hit,
+        reason=f"in the shared cache (job {hit.job_id}, pushed{who})",
+    )
 
 
 def _step(
