@@ -823,24 +823,46 @@ class Cache:
         CacheError after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            result = self.lookup(fingerprint)
-            if result is not None:
-                return result
             try:
-                lease = self.acquire(fingerprint, holder, ttl, provider=provider)
+                return self.claim(fingerprint, holder, ttl, provider=provider)
             except LeaseHeld as held:
                 if on_wait is not None:
                     on_wait(held)
                 if time.monotonic() + poll > deadline:
                     raise CacheError(f"gave up waiting after {timeout:.0f} s: {held}") from None
                 time.sleep(poll)
-                continue
-            # the previous holder may have pushed and released just before we acquired
-            result = self.lookup(fingerprint)
-            if result is not None:
-                lease.release()
-                return result
-            return lease
+
+    def claim(
+        self,
+        fingerprint: str,
+        holder: str | None = None,
+        ttl: float = 600.0,
+        *,
+        provider: str | None = None,
+    ) -> CachedResult | Lease:
+        """One round of `wait_for`: the cached result, or a Lease of our own; LeaseHeld while
+        someone else holds an unexpired lease (for callers that wait their own way)."""
+        result = self.lookup(fingerprint)
+        if result is not None:
+            return result
+        lease = self.acquire(fingerprint, holder, ttl, provider=provider)
+        # the previous holder may have pushed and released just before we acquired
+        result = self.lookup(fingerprint)
+        if result is not None:
+            lease.release()
+            return result
+        return lease
+
+    def leases(self) -> list[LeaseHeld]:
+        """Every lease in the cache, expired or not (unreadable ones are left out)."""
+        found = []
+        for key, _ in list(self.store.list("leases/")):
+            name = key.rsplit("/", 1)[-1]
+            match = re.fullmatch(r"([0-9a-f]{64})\.json", name)
+            held = self.lease_of(f"sha256:{match.group(1)}") if match else None
+            if held is not None:
+                found.append(held)
+        return sorted(found, key=lambda h: h.fingerprint)
 
 
 # --------------------------------------------------------------------------------------------
@@ -901,7 +923,7 @@ def meta_of(entry: Entry) -> dict[str, Any]:
         "job_id": entry.job_id,
         "cost": entry.cost,
         "seed": entry.seed,
-        "request": dict(entry.request),
+        "request": entry.request,  # a list for some providers (Runware)
         "finished_at": entry.finished_at,
     }
 

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,6 +23,9 @@ from .plan import Plan, make_plan
 from .schemas import load_schema
 from .storyboard import Storyboard
 from .validate import check, load_storyboard
+
+if TYPE_CHECKING:
+    from .cache import Cache, LeaseHeld
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,10 +70,13 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
 
 
+_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
 def _scrub(text: str) -> str:
-    """Remove any API key from text that is about to be shown."""
+    """Remove any API key or cache credential from text that is about to be shown."""
     for name, value in os.environ.items():
-        if name.endswith("_API_KEY") and len(value) >= 4:
+        if (name.endswith("_API_KEY") or name in _SECRETS) and len(value) >= 4:
             text = text.replace(value, "***")
     return text
 
@@ -185,8 +191,12 @@ def plan(
     as_json: bool,
 ) -> None:
     """Show what a render would do, why, and what it would cost. Nothing is sent."""
+    from .sharing import open_for
+
     board = _load(spec, variables, provider)
-    the_plan = make_plan(board, Lockfile.load(board.lock_path, board.name), force=set(force))
+    lock = Lockfile.load(board.lock_path, board.name)
+    # scenes in the shared cache are shown as `fetch` at $0, as render will do them
+    the_plan = make_plan(board, lock, force=set(force), cache=open_for(board, os.environ))
     if as_json:
         click.echo(
             json.dumps(
@@ -358,12 +368,15 @@ def render(
         wait=wait,
     )
     if not (quiet or as_json):
+        from .sharing import open_for
+
         the_plan = make_plan(
             board,
             Lockfile.load(board.lock_path, board.name),
             force=options.force,
             resubmit=options.resubmit,
             only=only,
+            cache=open_for(board, os.environ),
         )
         _print_plan(the_plan, board)
         click.echo("")
@@ -499,3 +512,246 @@ def report(
         click.echo(json.dumps({"ok": True, "report": str(page)}))
     else:
         click.echo(f"report: {page}")
+
+
+# -- the shared result cache -------------------------------------------------------------------
+
+
+def cache_option(f: F) -> F:
+    return click.option(
+        "--cache",
+        "cache_url",
+        metavar="URL",
+        help="s3://BUCKET/PREFIX or file:///PATH (default: $HAILUO_PIPE_CACHE, else the "
+        "storyboard's cache:).",
+    )(f)
+
+
+def _boards(
+    specs: tuple[str, ...], variables: tuple[str, ...], provider: str | None
+) -> list[tuple[Storyboard, Lockfile]]:
+    boards = [_load(spec, variables, provider) for spec in specs]
+    return [(b, Lockfile.load(b.lock_path, b.name)) for b in boards]
+
+
+def _open_cache(cache_url: str | None, boards: list[tuple[Storyboard, Lockfile]]) -> Cache:
+    from .sharing import open_url, resolve_url
+
+    return open_url(resolve_url(cache_url, [b for b, _ in boards], os.environ), os.environ)
+
+
+def _short(fingerprint: str) -> str:
+    return fingerprint.removeprefix("sha256:")[:12]
+
+
+def _lease_json(held: LeaseHeld) -> dict[str, Any]:
+    import time
+
+    from .sharing import iso
+
+    return {
+        "fingerprint": held.fingerprint,
+        "holder": held.holder,
+        "since": iso(held.since),
+        "expires": iso(held.expires),
+        "expired": held.expires <= time.time(),
+        "job_id": held.job_id,
+        "provider": held.provider,
+    }
+
+
+def _lease_line(held: LeaseHeld) -> str:
+    info = _lease_json(held)
+    job = f", job {held.job_id}" if held.job_id else ""
+    state = "expired" if info["expired"] else f"until {info['expires']}"
+    return f"  lease {_short(held.fingerprint)}  {held.holder} since {info['since']}{job} ({state})"
+
+
+def _echo_json(data: Mapping[str, Any]) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """The shared result cache: list, push, pull and clean up finished clips."""
+
+
+@cache_group.command("ls")
+@click.argument("spec", required=False, type=click.Path(dir_okay=False))
+@cache_option
+@spec_options
+@json_option
+@reports_errors
+def cache_ls(
+    spec: str | None,
+    cache_url: str | None,
+    variables: tuple[str, ...],
+    provider: str | None,
+    as_json: bool,
+) -> None:
+    """List the cache's entries and leases; with SPEC, mark the entries its scenes use."""
+    from .sharing import list_cache
+
+    boards = _boards((spec,) if spec else (), variables, provider)
+    cache = _open_cache(cache_url, boards)
+    listed, leases = list_cache(cache, boards)
+    if as_json:
+        _echo_json(
+            {
+                "ok": True,
+                "cache": cache.url,
+                "entries": [item.to_json() for item in listed],
+                "leases": [_lease_json(held) for held in leases],
+            }
+        )
+        return
+    click.echo(f"{cache.url}:")
+    for item in listed:
+        e = item.entry
+        used = f"  used by {', '.join(item.scenes)}" if item.scenes else ""
+        click.echo(
+            f"  {'*' if item.scenes else ' '} {_short(e.fingerprint)}  {e.provider or '-':<9} "
+            f"{item.size / 1e6:6.1f} MB  job {e.job_id or '-'}  pushed {e.pushed_at or '-'} "
+            f"by {e.pushed_by or '-'}{used}"
+        )
+    for held in leases:
+        click.echo(_lease_line(held))
+    total = sum(item.size for item in listed) / 1e6
+    summary = f"{len(listed)} entries, {total:.1f} MB; {len(leases)} leases"
+    if spec:
+        summary += f"; {sum(1 for i in listed if i.scenes)} used by {spec} (*)"
+    click.echo(summary)
+
+
+def _sync_lines(rows: list[tuple[str, Any]], as_json: bool, **extra: Any) -> None:
+    """Print push/pull outcomes; exit 1 when any of them is an error."""
+    if as_json:
+        _echo_json(
+            {
+                "ok": not any(o.status == "error" for _, o in rows),
+                **extra,
+                "scenes": [
+                    {
+                        "spec": spec,
+                        "scene": o.scene_id,
+                        "fingerprint": o.fingerprint,
+                        "status": o.status,
+                        "detail": _scrub(o.detail),
+                    }
+                    for spec, o in rows
+                ],
+            }
+        )
+    else:
+        for spec, o in rows:
+            detail = f"  {_scrub(o.detail)}" if o.detail else ""
+            click.echo(f"  {o.status:<8} {spec}:{o.scene_id}  {_short(o.fingerprint)}{detail}")
+        counts: dict[str, int] = {}
+        for _, o in rows:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        click.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to do")
+    if any(o.status == "error" for _, o in rows):
+        sys.exit(1)
+
+
+@cache_group.command("push")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@cache_option
+@spec_options
+@json_option
+@reports_errors
+def cache_push(
+    specs: tuple[str, ...],
+    cache_url: str | None,
+    variables: tuple[str, ...],
+    provider: str | None,
+    as_json: bool,
+) -> None:
+    """Push every finished scene of the lockfiles that the cache does not have yet."""
+    from .sharing import push_boards
+
+    boards = _boards(specs, variables, provider)
+    cache = _open_cache(cache_url, boards)
+    names = {id(b): spec for spec, (b, _) in zip(specs, boards, strict=True)}
+    rows = [(names[id(b)], o) for b, o in push_boards(cache, boards)]
+    if not as_json:
+        click.echo(f"{cache.url}:")
+    _sync_lines(rows, as_json, cache=cache.url)
+
+
+@cache_group.command("pull")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@cache_option
+@spec_options
+@json_option
+@reports_errors
+def cache_pull(
+    specs: tuple[str, ...],
+    cache_url: str | None,
+    variables: tuple[str, ...],
+    provider: str | None,
+    as_json: bool,
+) -> None:
+    """Fetch every out-of-date scene the cache has into this working copy and record it in
+    the lockfile. Nothing is submitted anywhere."""
+    from .sharing import pull_board
+
+    boards = _boards(specs, variables, provider)
+    cache = _open_cache(cache_url, boards)
+    rows = []
+    for spec, (board, _) in zip(specs, boards, strict=True):
+        rows += [(spec, o) for o in pull_board(cache, board)]
+    if not as_json:
+        click.echo(f"{cache.url}:")
+    _sync_lines(rows, as_json, cache=cache.url)
+
+
+@cache_group.command("gc")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@cache_option
+@spec_options
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=3600.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Leave half-pushed entries younger than this alone (their push may be under way).",
+)
+@json_option
+@reports_errors
+def cache_gc(
+    specs: tuple[str, ...],
+    cache_url: str | None,
+    variables: tuple[str, ...],
+    provider: str | None,
+    dry_run: bool,
+    grace: float,
+    as_json: bool,
+) -> None:
+    """Delete every entry that none of SPECS (as they are now, and their lockfiles) uses,
+    and every expired lease."""
+    from .sharing import gc_cache
+
+    boards = _boards(specs, variables, provider)
+    cache = _open_cache(cache_url, boards)
+    removed, expired = gc_cache(cache, boards, dry_run=dry_run, grace=grace)
+    if as_json:
+        _echo_json(
+            {
+                "ok": True,
+                "cache": cache.url,
+                "dry_run": dry_run,
+                "entries": removed,
+                "leases": [_lease_json(held) for held in expired],
+            }
+        )
+        return
+    verb = "would delete" if dry_run else "deleted"
+    click.echo(f"{cache.url}:")
+    for fingerprint in removed:
+        click.echo(f"  {verb} {_short(fingerprint)}")
+    for held in expired:
+        click.echo(f"  {verb}{_lease_line(held)}")
+    click.echo(f"{verb} {len(removed)} entries and {len(expired)} expired leases")

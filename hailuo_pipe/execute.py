@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from . import media, providers, sharing
-from .cache import CachedResult, LeaseHeld
+from .cache import CachedResult, CacheError, LeaseHeld
 from .download import download
 from .errors import (
     BudgetExceeded,
@@ -292,7 +292,12 @@ class _Run:
             if hit is not None and not providers.get(scene.provider).local:
                 async with self.slots:
                     return await self._from_cache(step, hit)
-        provider = self.providers[scene.provider]
+        provider = self.providers.get(scene.provider)
+        if provider is None:  # the plan fetched it from the cache, so it set up no provider
+            raise CacheError(
+                f"{scene.id}: the shared cache no longer has it (it did when planned, so "
+                f"{scene.provider} was not set up); run again to render it"
+            )
         async with self.slots, self.provider_slots[scene.provider]:
             if provider.local:
                 return await self._render_local(step, provider)
@@ -346,14 +351,12 @@ class _Run:
         scene = step.scene
         assert step.fingerprint is not None
 
-        def waiting(held: LeaseHeld) -> None:
-            self.emit(
-                scene,
-                "waiting",
-                f"{held.holder} has been rendering it since {held.since}; waiting for its result",
-            )
+        def waiting(other: LeaseHeld) -> None:
+            self.emit(scene, "waiting", sharing.waiting_text(other))
 
-        got = await shared.claim(step.fingerprint, provider.name, waiting)
+        got = await shared.claim(step.fingerprint, provider.name, waiting, self.stop)
+        if got is None:
+            raise Interrupted
         if isinstance(got, CachedResult):
             return await self._from_cache(step, got)
         keeper = asyncio.create_task(shared.keep(got))

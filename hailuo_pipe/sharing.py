@@ -1,25 +1,47 @@
-"""How a render uses the shared result cache (`cache.py`): look up, claim, resume, push.
+"""How a render uses the shared result cache (`cache.py`): look up, claim, resume, push; and
+the chores behind `hailuo-pipe cache ls|push|pull|gc`.
 
-The cache's client is synchronous (boto3); the executor is asyncio. Every call here runs in a
-worker thread so polling other scenes goes on meanwhile.
+The cache's client is synchronous (boto3); the executor is asyncio. Every call a render makes
+here runs in a worker thread so polling other scenes goes on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from .cache import Cache, CachedResult, CacheError, Lease, LeaseHeld, default_holder, open_cache
-from .errors import ConfigError
-from .lockfile import Entry, FileRecord
+from . import media, providers
+from .cache import (
+    Cache,
+    CachedResult,
+    CacheError,
+    Lease,
+    LeaseHeld,
+    SyncOutcome,
+    default_holder,
+    files_of,
+    meta_of,
+    open_cache,
+    pull_many,
+    push_lockfile,
+)
+from .errors import ConfigError, MediaError
+from .images import sha256_file
+from .lockfile import Entry, FileRecord, Lockfile, exclusive, now
+from .plan import make_plan
 from .storyboard import Storyboard
 
 ENV_URL = "HAILUO_PIPE_CACHE"  # overrides the storyboard's `cache:`; "off" disables it
 ENV_TTL = "HAILUO_PIPE_LEASE_TTL"  # seconds a claim lasts without renewal (default 600)
 DEFAULT_TTL = 600.0
+WAIT_LIMIT = 24 * 3600.0  # give up waiting for another machine's render after this long
 
 
 def cache_url(board: Storyboard, environ: Mapping[str, str]) -> str | None:
@@ -63,20 +85,39 @@ class Shared:
         return await asyncio.to_thread(self.cache.pull, fingerprint, dest)
 
     async def claim(
-        self, fingerprint: str, provider: str, on_wait: Callable[[LeaseHeld], None]
-    ) -> CachedResult | Lease:
-        """Our lease on the fingerprint (maybe taken over, with a job to resume), or the result
-        someone else finished while we waited."""
-        return await asyncio.to_thread(
-            self.cache.wait_for,
-            fingerprint,
-            poll=min(5.0, self.ttl / 4),
-            timeout=24 * 3600,
-            on_wait=on_wait,
-            holder=self.holder,
-            ttl=self.ttl,
-            provider=provider,
-        )
+        self,
+        fingerprint: str,
+        provider: str,
+        on_wait: Callable[[LeaseHeld], None],
+        stop: asyncio.Event | None = None,
+    ) -> CachedResult | Lease | None:
+        """Our lease on the fingerprint (maybe taken over, with a job to resume), the result
+        someone else finished while we waited, or None when `stop` was set meanwhile.
+
+        Waits on the event loop, not in a worker thread: a render may wait on many scenes at
+        once, and a thread per waiter would starve the small default pool that lockfile writes
+        and lease renewals also need. `on_wait` is told each time the holder changes."""
+        poll = min(5.0, self.ttl / 4)
+        deadline = time.monotonic() + WAIT_LIMIT
+        shown: tuple[str, float] | None = None
+        while True:
+            try:
+                return await asyncio.to_thread(
+                    self.cache.claim, fingerprint, self.holder, self.ttl, provider=provider
+                )
+            except LeaseHeld as held:
+                if (held.holder, held.since) != shown:
+                    shown = (held.holder, held.since)
+                    on_wait(held)
+                if time.monotonic() + poll > deadline:
+                    raise CacheError(f"gave up waiting after {WAIT_LIMIT:.0f} s: {held}") from None
+            if stop is None:
+                await asyncio.sleep(poll)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll)
+            if stop.is_set():
+                return None
 
     async def record_job(self, lease: Lease, job_id: str, key: str) -> None:
         await asyncio.to_thread(lease.record_job, job_id, key)
@@ -95,16 +136,22 @@ class Shared:
             await asyncio.to_thread(lease.release)
 
     async def push(self, base: Path, entry: Entry) -> None:
-        files = {"clip": base / entry.output.path} if entry.output else {}
-        files.update({which: base / rec.path for which, rec in entry.frames.items()})
-        meta = {
-            "provider": entry.provider,
-            "job_id": entry.job_id,
-            "cost": entry.cost,
-            "seed": entry.seed,
-            "fingerprint": entry.fingerprint,
-        }
-        await asyncio.to_thread(self.cache.push, entry.fingerprint, files, meta)
+        meta = meta_of(entry) | {"fingerprint": entry.fingerprint}
+        await asyncio.to_thread(self.cache.push, entry.fingerprint, files_of(base, entry), meta)
+
+
+def waiting_text(held: LeaseHeld) -> str:
+    """What a render shows while another holder generates a scene it needs."""
+    job = f" (job {held.job_id})" if held.job_id else ""
+    left = max(0.0, held.expires - time.time())
+    return (
+        f"{held.holder} has been rendering it since {iso(held.since)}{job}; waiting for its "
+        f"result, or to take over if its lease lapses (in {left:.0f} s unless renewed)"
+    )
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def entry_from_cache(
@@ -135,3 +182,194 @@ def entry_from_cache(
         cost=hit.cost,
         seed=hit.seed,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The chores behind `hailuo-pipe cache ls|push|pull|gc`
+
+
+def resolve_url(
+    explicit: str | None, boards: Sequence[Storyboard], environ: Mapping[str, str]
+) -> str:
+    """The cache a chore works on: `--cache URL`, else HAILUO_PIPE_CACHE, else the storyboards'
+    `cache:` (which must agree). ConfigError when there is none."""
+    if explicit:
+        return explicit
+    urls = list(dict.fromkeys(u for b in boards if (u := cache_url(b, environ)) is not None))
+    if len(urls) > 1:
+        raise ConfigError(
+            f"the storyboards name different caches ({', '.join(urls)}); pick one with --cache"
+        )
+    if not urls:
+        named = f"{', '.join(b.path.name for b in boards)} declares" if boards else "no storyboard"
+        raise ConfigError(
+            f"no cache: {named} no `cache:`; pass --cache s3://BUCKET/PREFIX (or file:///PATH) "
+            f"or set {ENV_URL}"
+        )
+    return urls[0]
+
+
+def open_url(url: str, environ: Mapping[str, str]) -> Cache:
+    cache = open_cache(url, environ)
+    cache.check()
+    return cache
+
+
+class _Listing(Cache):
+    """A cache whose lookups are answered from one listing: planning many scenes then costs
+    one LIST, not a GET per scene."""
+
+    def __init__(self, cache: Cache, entries: Sequence[CachedResult]) -> None:
+        super().__init__(cache.store)
+        self._by_fp = {e.fingerprint: e for e in entries}
+
+    def lookup(self, fingerprint: str) -> CachedResult | None:
+        return self._by_fp.get(fingerprint)
+
+
+def current_fingerprints(
+    board: Storyboard, lock: Lockfile, cache: Cache | None = None
+) -> dict[str, str]:
+    """fingerprint -> scene id of the storyboard as it is now. A scene chained to a frame is
+    known once that frame is: rendered here, or in the cache (`cache`)."""
+    plan = make_plan(board, lock, cache=cache)
+    return {s.fingerprint: s.scene.id for s in plan.steps if s.fingerprint is not None}
+
+
+@dataclass(frozen=True)
+class Listed:
+    entry: CachedResult
+    scenes: tuple[str, ...]  # "spec.yaml:scene" of the given storyboards that use it
+
+    @property
+    def size(self) -> int:
+        return sum(rec.size for rec in self.entry.files.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return self.entry.to_json() | {"size": self.size, "used_by": list(self.scenes)}
+
+
+def list_cache(
+    cache: Cache, boards: Sequence[tuple[Storyboard, Lockfile]] = ()
+) -> tuple[list[Listed], list[LeaseHeld]]:
+    """Every entry (marked with the scenes of `boards` that use it) and every lease."""
+    entries = cache.ls()
+    listing = _Listing(cache, entries)
+    users: dict[str, list[str]] = {}
+    for board, lock in boards:
+        for fp, scene_id in current_fingerprints(board, lock, listing).items():
+            users.setdefault(fp, []).append(f"{board.path.name}:{scene_id}")
+    listed = [Listed(e, tuple(users.get(e.fingerprint, ()))) for e in entries]
+    return listed, cache.leases()
+
+
+def push_boards(
+    cache: Cache, boards: Sequence[tuple[Storyboard, Lockfile]]
+) -> list[tuple[Storyboard, SyncOutcome]]:
+    """Push every done scene of the lockfiles that the cache lacks (idempotent). Scenes of the
+    free local provider are left out: rendering them again costs nothing."""
+    out = []
+    for board, lock in boards:
+        hosted = {sid for sid, e in lock.scenes.items() if not providers.get(e.provider).local}
+        for outcome in push_lockfile(board.path.parent, lock, cache, scene_ids=hosted):
+            out.append((board, outcome))
+    return out
+
+
+def scene_files(board: Storyboard, scene_id: str) -> dict[str, Path]:
+    """Where a render puts a scene's clip and frames (as `execute` does)."""
+    return {
+        "clip": board.render_dir / f"{scene_id}.mp4",
+        "first": board.render_dir / f"{scene_id}.first.png",
+        "last": board.render_dir / f"{scene_id}.last.png",
+    }
+
+
+def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[SyncOutcome]:
+    """Fetch every scene the plan would fetch from the cache and record it in the lockfile,
+    under the lockfile's lock as a render does; nothing is submitted anywhere. Scenes that are
+    out of date but not in the cache come back as `missing`, saying what a render would do."""
+    with exclusive(board.lock_path):
+        lock = Lockfile.load(board.lock_path, board.name)
+        plan = make_plan(board, lock, cache=_Listing(cache, cache.ls()))
+        base = board.path.parent
+        outcomes: list[SyncOutcome] = []
+        wanted: dict[str, dict[str, Path]] = {}
+        for step in plan.steps:
+            if step.action == "reuse":
+                continue
+            if step.cached is None or step.fingerprint is None:
+                outcomes.append(
+                    SyncOutcome(
+                        step.scene.id,
+                        step.fingerprint or "",
+                        "missing",
+                        f"not in the cache; render would {step.action} it",
+                    )
+                )
+                continue
+            files = scene_files(board, step.scene.id)
+            wanted[step.fingerprint] = {n: p for n, p in files.items() if n in step.cached.files}
+        got = pull_many(cache, wanted, workers=workers)
+        for step in plan.steps:
+            result = got.get(step.fingerprint or "")
+            if result is None or step.request is None or step.fingerprint is None:
+                continue
+            if isinstance(result, CacheError):
+                outcomes.append(SyncOutcome(step.scene.id, step.fingerprint, "error", str(result)))
+                continue
+            dests = wanted[step.fingerprint]
+            entry = entry_from_cache(
+                result,
+                step.fingerprint,
+                "cache",
+                step.request.body,
+                {n: os.path.relpath(p, base) for n, p in dests.items()},
+                now(),
+            )
+            lock.scenes[step.scene.id] = _with_frames(entry, board, step.scene.id, base)
+            outcomes.append(SyncOutcome(step.scene.id, step.fingerprint, "pulled"))
+        if got:
+            lock.save()
+    return sorted(outcomes, key=lambda o: o.scene_id)
+
+
+def _with_frames(entry: Entry, board: Storyboard, scene_id: str, base: Path) -> Entry:
+    """An entry pushed without its frames gets them extracted here, as a render would."""
+    if set(entry.frames) >= {"first", "last"}:
+        return entry
+    files = scene_files(board, scene_id)
+    frames = dict(entry.frames)
+    for which in ("first", "last"):
+        if which not in frames:
+            try:
+                media.extract_frame(files["clip"], which, files[which])  # type: ignore[arg-type]
+            except MediaError as err:
+                raise MediaError(f"{scene_id}: the cached clip is not readable ({err})") from None
+            frames[which] = FileRecord(
+                os.path.relpath(files[which], base),
+                sha256_file(files[which]),
+                files[which].stat().st_size,
+            )
+    return replace(entry, frames=frames)
+
+
+def gc_cache(
+    cache: Cache,
+    boards: Sequence[tuple[Storyboard, Lockfile]],
+    *,
+    dry_run: bool = False,
+    grace: float = 3600.0,
+) -> tuple[list[str], list[LeaseHeld]]:
+    """Delete every entry that neither the storyboards' current scenes nor their lockfiles
+    refer to, and every expired lease: (fingerprints removed, expired leases removed). With
+    `dry_run`, what would be."""
+    listing = _Listing(cache, cache.ls())
+    keep: set[str] = set()
+    for board, lock in boards:
+        keep |= set(current_fingerprints(board, lock, listing))
+        keep |= {e.fingerprint for e in lock.scenes.values()}
+    now_ = time.time()
+    expired = [held for held in cache.leases() if held.expires <= now_]
+    removed = cache.gc(keep, dry_run=dry_run, grace=grace)
+    return removed, expired
