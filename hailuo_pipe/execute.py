@@ -40,7 +40,7 @@ from .images import check as check_image
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
 from .plan import SPENDING, Plan, Step, _step, make_plan
-from .polling import DurationEstimator
+from .polling import DurationEstimator, PollSchedule
 from .providers.base import JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
 
@@ -149,6 +149,28 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
         return asyncio.run(_Run(board, lock, plan, configured, opts, shared).run())
 
 
+class _Slots:
+    """The concurrency slots one scene holds, released once: when its job ends at the provider
+    (downloading then needs no provider slot) or when the scene is done, whichever is first."""
+
+    def __init__(self, *semaphores: asyncio.Semaphore) -> None:
+        self._semaphores = semaphores
+        self._held: list[asyncio.Semaphore] = []
+
+    async def __aenter__(self) -> _Slots:
+        for sem in self._semaphores:
+            await sem.acquire()
+            self._held.append(sem)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+
 class _Run:
     def __init__(
         self,
@@ -169,6 +191,7 @@ class _Run:
         self.done: dict[str, asyncio.Future[bool]] = {}
         self.stop = asyncio.Event()
         self.estimator = DurationEstimator()
+        self.learnt: dict[str, asyncio.Event] = {}  # set when a job of that provider finishes
         self.results: dict[str, SceneResult] = {}
         self.submitted: dict[str, float] = {}  # scene -> monotonic time of its submit
 
@@ -180,6 +203,8 @@ class _Run:
         self.slots = asyncio.Semaphore(self.opts.concurrency)
         limit = self.opts.per_provider or self.opts.concurrency
         self.provider_slots = {name: asyncio.Semaphore(limit) for name in self.providers}
+        # downloads have their own bound: a finished job no longer holds a provider slot
+        self.transfers = asyncio.Semaphore(self.opts.concurrency)
         self.done = {s.scene.id: loop.create_future() for s in self.plan.steps}
         ticker = asyncio.create_task(self._tick()) if self.opts.tick else None
         try:
@@ -298,11 +323,11 @@ class _Run:
                 f"{scene.id}: the shared cache no longer has it (it did when planned, so "
                 f"{scene.provider} was not set up); run again to render it"
             )
-        async with self.slots, self.provider_slots[scene.provider]:
+        async with _Slots(self.slots, self.provider_slots[scene.provider]) as held:
             if provider.local:
                 return await self._render_local(step, provider)
             if step.action in SPENDING and self.shared:
-                return await self._claim_and_render(step, provider, self.shared)
+                return await self._claim_and_render(step, provider, self.shared, held)
             if step.action in SPENDING:
                 job_id = await self._submit(step, provider, key=str(uuid.uuid4()))
                 outcome = "rendered"
@@ -316,7 +341,7 @@ class _Run:
                 assert entry is not None
                 job_id = await self._resubmit_or_reconcile(step, provider, entry)
                 outcome = "resumed"
-            return await self._finish(step, provider, job_id, outcome)
+            return await self._finish(step, provider, job_id, outcome, held)
 
     # -- the shared cache -------------------------------------------------------------------
 
@@ -345,7 +370,7 @@ class _Run:
         return SceneResult(scene.id, "fetched", job_id=entry.job_id)
 
     async def _claim_and_render(
-        self, step: Step, provider: Provider, shared: sharing.Shared
+        self, step: Step, provider: Provider, shared: sharing.Shared, held: _Slots
     ) -> SceneResult:
         """Render under a lease, so no other machine pays for the same clip meanwhile."""
         scene = step.scene
@@ -375,7 +400,7 @@ class _Run:
                 job_id = await self._submit(step, provider, key=key)
                 await shared.record_job(got, job_id, key)
                 outcome = "rendered"
-            result = await self._finish(step, provider, job_id, outcome)
+            result = await self._finish(step, provider, job_id, outcome, held)
             try:
                 await shared.push(self.base, self.lock.scenes[scene.id])
             except HailuoPipeError as err:
@@ -504,10 +529,11 @@ class _Run:
         return found
 
     async def _finish(
-        self, step: Step, provider: Provider, job_id: str, outcome: str
+        self, step: Step, provider: Provider, job_id: str, outcome: str, held: _Slots
     ) -> SceneResult:
         scene = step.scene
         status = await self._poll(scene, provider, job_id)
+        held.release()  # the job no longer runs at the provider: let the next one start
         if status.state != "succeeded":
             error = status.error or f"the job ended {status.state}"
             await self.writer.update(scene.id, state="failed", error=error, finished_at=now())
@@ -523,12 +549,13 @@ class _Run:
                 provider=provider.name,
                 job_id=job_id,
             )
-        self.emit(scene, "downloading")
-        dest = self._clip_path(scene)
-        got = await download(self.clients[""], status.output_url, dest, job_id=job_id)
-        entry = await self._record_done(
-            scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
-        )
+        async with self.transfers:
+            self.emit(scene, "downloading")
+            dest = self._clip_path(scene)
+            got = await download(self.clients[""], status.output_url, dest, job_id=job_id)
+            entry = await self._record_done(
+                scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
+            )
         self.emit(scene, "done", f"job {job_id}")
         cost = entry.cost or 0.0
         return SceneResult(
@@ -550,7 +577,7 @@ class _Run:
                 last_state = status.state
             if status.terminal:
                 if status.state == "succeeded":
-                    self.estimator.observe(provider.name, elapsed)
+                    self._observe(provider.name, elapsed)
                 return status
             if elapsed > JOB_TIMEOUT:
                 raise JobFailed(
@@ -559,10 +586,32 @@ class _Run:
                     provider=provider.name,
                     job_id=job_id,
                 )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), schedule.next_delay(elapsed))
+            await self._sleep_until_due(provider.name, schedule, started, elapsed)
+
+    async def _sleep_until_due(
+        self, provider: str, schedule: PollSchedule, started: float, polled_at: float
+    ) -> None:
+        """Sleep until the schedule says poll again. A sibling job of the same provider
+        finishing meanwhile teaches the schedule when jobs end, so the wait is reconsidered:
+        jobs submitted together are then seen done together, not each after its own long
+        blind wait."""
+        due = started + polled_at + schedule.next_delay(polled_at)
+        while (left := due - time.monotonic()) > 0:
+            learnt = self.learnt.setdefault(provider, asyncio.Event())
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stop, learnt)]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
             if self.stop.is_set():
                 raise Interrupted
+            elapsed = time.monotonic() - started
+            due = min(due, started + elapsed + schedule.next_delay(elapsed))
+
+    def _observe(self, provider: str, seconds: float) -> None:
+        self.estimator.observe(provider, seconds)
+        self.learnt.pop(provider, asyncio.Event()).set()  # wake this provider's sleepers
 
     async def _record_done(
         self, scene: Scene, entry: Entry, clip: Path, sha: str, size: int, status: JobStatus

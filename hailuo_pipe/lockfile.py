@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +112,9 @@ class Lockfile:
     scenes: dict[str, Entry] = field(default_factory=dict)
     cut: FileRecord | None = None
     cut_fingerprint: str | None = None
+    # scene -> (entry, its JSON text): a render rewrites the file on every state change, so
+    # only changed entries are encoded again (json's indenting encoder is pure Python)
+    _texts: dict[str, tuple[Entry, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: Path, storyboard: str) -> Lockfile:
@@ -161,12 +165,33 @@ class Lockfile:
             "scenes": {sid: self.scenes[sid].to_json() for sid in sorted(self.scenes)},
         }
         if self.cut is not None:
-            data["cut"] = {"fingerprint": self.cut_fingerprint, "output": asdict(self.cut)}
+            data["cut"] = self._cut_json(self.cut)
         return data
 
+    def _cut_json(self, cut: FileRecord) -> dict[str, Any]:
+        return {"fingerprint": self.cut_fingerprint, "output": asdict(cut)}
+
     def dumps(self) -> bytes:
-        text = json.dumps(self.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        return text.encode("utf-8")
+        """The file's bytes: `json.dumps(self.to_json(), indent=2, sort_keys=True)`, assembled
+        from cached entry texts (keys in sorted order: cut, scenes, storyboard, version)."""
+        items = []
+        if self.cut is not None:
+            items.append('  "cut": ' + _nest(_dumps(self._cut_json(self.cut)), 1))
+        scenes = [
+            f"    {_dumps(sid)}: {_nest(self._entry_text(sid), 2)}" for sid in sorted(self.scenes)
+        ]
+        items.append('  "scenes": ' + ("{\n" + ",\n".join(scenes) + "\n  }" if scenes else "{}"))
+        items.append(f'  "storyboard": {_dumps(self.storyboard)}')
+        items.append(f'  "version": {FORMAT_VERSION}')
+        return ("{\n" + ",\n".join(items) + "\n}\n").encode("utf-8")
+
+    def _entry_text(self, scene_id: str) -> str:
+        entry = self.scenes[scene_id]
+        cached = self._texts.get(scene_id)
+        if cached is None or cached[0] is not entry:
+            cached = (entry, _dumps(entry.to_json()))
+            self._texts[scene_id] = cached
+        return cached[1]
 
     def save(self) -> None:
         atomic_write(self.path, self.dumps())
@@ -181,6 +206,20 @@ class Lockfile:
     def put(self, scene_id: str, entry: Entry) -> None:
         self.scenes[scene_id] = entry
         self.save()
+
+
+# Lockfile writes get a thread of their own: queued behind frame extractions in the default
+# pool, a "submitted" record would wait for seconds while its job already runs.
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockfile")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _nest(text: str, depth: int) -> str:
+    """JSON text indented as if it sat `depth` levels deep in an indent=2 document."""
+    return text.replace("\n", "\n" + "  " * depth)
 
 
 class GroupWriter:
@@ -212,7 +251,8 @@ class GroupWriter:
             if self._written >= mine:
                 return
             upto, data = self._changed, self.lock.dumps()
-            await asyncio.to_thread(atomic_write, self.lock.path, data)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(_WRITER, atomic_write, self.lock.path, data)
             self._written = upto
 
 

@@ -48,6 +48,24 @@ def test_round_trip_is_deterministic(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_incremental_encoding_matches_plain_json(tmp_path: Path) -> None:
+    """dumps() reuses the text of unchanged entries; the bytes must be json.dumps's own."""
+
+    def plain(lock: Lockfile) -> bytes:
+        text = json.dumps(lock.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
+        return (text + "\n").encode()
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    assert lock.dumps() == plain(lock)
+    lock.scenes["b"] = entry(request={"prompt": "é\n\"q\"", "nested": {"x": [1, 2]}})
+    lock.scenes["a"] = entry()
+    assert lock.dumps() == plain(lock)
+    lock.scenes["a"] = entry(state="done", output=FileRecord("a.mp4", "ff", 10), cost=0.5)
+    lock.cut, lock.cut_fingerprint = FileRecord("cut.mp4", "cc", 99), "sha256:cut"
+    assert lock.dumps() == plain(lock)
+    assert b'"state": "done"' in lock.dumps()
+
+
 def test_missing_lockfile_is_empty(tmp_path: Path) -> None:
     assert Lockfile.load(tmp_path / "none.lock", "s").scenes == {}
 
