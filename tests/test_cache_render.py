@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from hailuo_pipe.cli import main
 from hailuo_pipe.emulator import Emulator
 from hailuo_pipe.execute import RenderOptions, render
 from hailuo_pipe.lockfile import Lockfile
+from hailuo_pipe.plan import make_plan
 from hailuo_pipe.validate import load_storyboard
 
 GRAPH = """\
@@ -327,3 +329,27 @@ def test_cache_commands_explain_what_is_wrong(s3: Setup, tmp_path: Path) -> None
     assert proc.returncode == 1 and "Traceback" not in err
     assert "does not exist" in err and len(err.strip().splitlines()) == 1
     assert cache_env["AWS_SECRET_ACCESS_KEY"] not in err
+
+
+def test_ctrl_c_stops_waiting_for_another_holder(emulator: Emulator, tmp_path: Path) -> None:
+    url = (tmp_path / "cache").as_uri()
+    env = {**env_for(emulator, url, {}), "HAILUO_PIPE_LEASE_TTL": "60"}
+    spec = working_copy(tmp_path, "a", FLAT)
+    board = load_storyboard(spec)
+    plan = make_plan(board, Lockfile.load(board.lock_path, board.name))
+    cache = open_cache(url, {})
+    leases = [cache.acquire(s.fingerprint or "", "busy@elsewhere:7", ttl=60) for s in plan.steps]
+    proc = hailuo("render", str(spec), env=env)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr or ()), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 20
+    while not any("busy@elsewhere:7" in line for line in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=10) == 130
+    reader.join(5)
+    assert any("busy@elsewhere:7 has been rendering it since" in line for line in lines), lines
+    assert emulator.requests() == []
+    assert all(lease.release() for lease in leases)  # still theirs: never taken over
