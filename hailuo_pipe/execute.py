@@ -246,10 +246,11 @@ class _Run:
                             timeout=timeout, limits=limits, headers=provider.auth_headers()
                         )
                     )
-            # downloads go to presigned URLs, often another host: never send API keys there
-            clients[""] = await stack.enter_async_context(
-                httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True)
-            )
+            if clients:  # a rerun with nothing to fetch never loads TLS certificates
+                # downloads go to presigned URLs, often another host: never send API keys there
+                clients[""] = await stack.enter_async_context(
+                    httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=True)
+                )
             yield clients
 
     def emit(self, scene: Scene, state: str, detail: str = "", elapsed: float = 0.0) -> None:
@@ -268,14 +269,7 @@ class _Run:
                 )
                 self.emit(scene, "skipped", f"needs {blocked}, which failed")
                 return
-            step = _step(
-                scene,
-                self.lock.scenes.get(scene.id),
-                self.frames,
-                self.base,
-                scene.id in self.opts.force,
-                scene.id in self.opts.resubmit,
-            )
+            step = planned if self._inputs_as_planned(scene) else self._replan(scene)
             result = await self._act(step)
             self.results[scene.id] = result
             ok = result.outcome not in ("failed", "skipped", "interrupted")
@@ -292,6 +286,26 @@ class _Run:
             if ok:
                 self._record_frames(scene.id)
             self.done[scene.id].set_result(ok)
+
+    def _inputs_as_planned(self, scene: Scene) -> bool:
+        """The plan's step still holds when every scene it takes a frame from was reused:
+        its frames are then the ones the plan hashed."""
+        return all(
+            self.results[dep].outcome == "reused"
+            for dep in self.graph.needs[scene.id]
+            if dep in self.results
+        )
+
+    def _replan(self, scene: Scene) -> Step:
+        """The step, now that the frames it takes from other scenes exist."""
+        return _step(
+            scene,
+            self.lock.scenes.get(scene.id),
+            self.frames,
+            self.base,
+            scene.id in self.opts.force,
+            scene.id in self.opts.resubmit,
+        )
 
     async def _wait_for_inputs(self, scene: Scene) -> str | None:
         for dep in self.graph.needs[scene.id]:

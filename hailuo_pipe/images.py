@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
+import json
+import os
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -79,6 +85,66 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """Content hash of a file, memoised on (path, size, mtime) within one process."""
+    """Content hash of a file, memoised on (path, size, mtime) within one process, and between
+    processes for files in a folder given to `remember_hashes`."""
     st = path.stat()
-    return _sha256(path, st.st_size, st.st_mtime_ns)
+    store = _STORES.get(path.parent)
+    known = store.get(path.name, st) if store else None
+    if known is not None:
+        return known
+    digest = _sha256(path, st.st_size, st.st_mtime_ns)
+    if store:
+        store.put(path.name, st, digest)
+    return digest
+
+
+def remember_hashes(folder: Path) -> None:
+    """Keep the hashes of files in `folder` in `folder/.hashes.json` between runs, trusted while
+    a file's size, mtime, ctime and inode stay the same (as git's index does), so a rerun does
+    not read every clip again. Written when the process exits; a lost file costs only time."""
+    _STORES.setdefault(folder, _HashStore(folder / ".hashes.json"))
+
+
+class _HashStore:
+    RACY = 2.0  # seconds: a file this fresh may still change within its mtime's granularity
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dirty = False
+        self.known: dict[str, list[Any]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                self.known = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 5}
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> list[Any]:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def get(self, name: str, st: os.stat_result) -> str | None:
+        got = self.known.get(name)
+        return got[4] if got is not None and got[:4] == self._stamp(st) else None
+
+    def put(self, name: str, st: os.stat_result, digest: str) -> None:
+        if time.time() - st.st_mtime > self.RACY:
+            self.known[name] = [*self._stamp(st), digest]
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty or not self.path.parent.is_dir():
+            return
+        live = {k: v for k, v in self.known.items() if (self.path.parent / k).exists()}
+        with contextlib.suppress(OSError):
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(live, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, self.path)
+        self.dirty = False
+
+
+_STORES: dict[Path, _HashStore] = {}
+
+
+@atexit.register
+def _save_hashes() -> None:
+    for store in _STORES.values():
+        store.save()

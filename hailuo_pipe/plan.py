@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from . import providers
 from .fingerprint import FrameHashes, fingerprint, image_tokens, request_for
 from .graph import Graph
-from .images import sha256_file
+from .images import remember_hashes, sha256_file
 from .lockfile import Entry, Lockfile
 from .providers.base import WireRequest
 from .storyboard import Scene, Storyboard
@@ -125,6 +125,7 @@ def make_plan(
     graph = Graph.of(board.scenes)
     wanted = graph.closure(only) if only is not None else None
     base = board.path.parent
+    remember_hashes(board.render_dir)
     frames: dict[tuple[str, str], str] = {}
     steps: list[Step] = []
     for scene_id in graph.topological():

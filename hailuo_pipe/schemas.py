@@ -7,8 +7,11 @@ by it; the rest of the wording is translated here.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import hashlib
 import json
+import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -167,6 +170,49 @@ def validate_document(doc: Document) -> list[Problem]:
             text, at, is_key = message(err, path, doc.data)
             problems.append(doc.problem(at, text, key=is_key))
     return list(dict.fromkeys(problems))  # a subschema failing twice reads as one problem
+
+
+class RequestMemo:
+    """Provider requests already found valid, remembered between runs in a file beside a
+    storyboard's renders, so rerunning a large unchanged storyboard does not put every request
+    through jsonschema again (about a third of a millisecond each). A digest covers the
+    provider's schema too: a changed schema checks everything anew. The file only ever speeds
+    things up: unreadable or unwritable, it is ignored."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._known: set[str] = set()
+        self._used: set[str] = set()
+        if path is not None:
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                self._known = set(path.read_text(encoding="utf-8").split())
+
+    def errors(self, provider: str, body: Any) -> list[tuple[DocPath, str]]:
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        digest = hashlib.sha256(f"{_schema_digest(provider)}\n{text}".encode()).hexdigest()
+        if digest in self._known:
+            self._used.add(digest)
+            return []
+        found = request_errors(provider, body)
+        if not found:
+            self._used.add(digest)
+        return found
+
+    def save(self) -> None:
+        """Keep the digests this run used (so the file never outgrows the storyboard), if the
+        storyboard's render folder exists: validating never creates folders."""
+        if self.path is None or self._used == self._known or not self.path.parent.is_dir():
+            return
+        with contextlib.suppress(OSError):
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(f"{d}\n" for d in sorted(self._used)), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+
+@cache
+def _schema_digest(provider: str) -> str:
+    text = json.dumps(load_schema(f"providers/{provider}"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def request_errors(provider: str, body: Any) -> list[tuple[DocPath, str]]:

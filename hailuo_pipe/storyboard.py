@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,7 +101,8 @@ class Storyboard:
         return self.path.parent / "renders" / self.name
 
     def scene(self, scene_id: str) -> Scene:
-        for s in self.scenes:
-            if s.id == scene_id:
-                return s
-        raise KeyError(scene_id)
+        return self._by_id[scene_id]
+
+    @cached_property
+    def _by_id(self) -> dict[str, Scene]:
+        return {s.id: s for s in reversed(self.scenes)}  # the first of a duplicate id wins

@@ -68,9 +68,11 @@ def check(
             )
         seen.setdefault(scene.id, scene)
     problems += _graph_problems(seen, at)
+    memo = schemas.RequestMemo(board.render_dir / ".checked-requests")
     for scene in seen.values():
-        problems += _provider_problems(scene, at)
+        problems += _provider_problems(scene, at, memo)
         problems += _image_problems(scene, at)
+    memo.save()
     problems += _cut_problems(doc, board, seen)
     return board, problems
 
@@ -100,7 +102,9 @@ def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
     return out
 
 
-def _provider_problems(scene: Scene, at: Locator) -> list[Problem]:
+def _provider_problems(
+    scene: Scene, at: Locator, memo: schemas.RequestMemo | None = None
+) -> list[Problem]:
     cls = providers.get(scene.provider)
     caps, title = cls.capabilities, cls.title
     out = []
@@ -168,7 +172,8 @@ def _provider_problems(scene: Scene, at: Locator) -> list[Problem]:
         if (img := getattr(scene, k)) is not None
     }
     body = cls().build_request(scene, images_).body
-    for path, message in schemas.request_errors(scene.provider, body):
+    memo = memo or schemas.RequestMemo()
+    for path, message in memo.errors(scene.provider, body):
         out.append(at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}"))
     return out
 

@@ -46,13 +46,14 @@ DUPLICATE_WORDS = ("duplicate", "already")
 
 
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
+    """`extra` merged into `base`, which is changed and returned (callers pass a fresh dict);
+    values from `extra` are copied, as they belong to the storyboard."""
     for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            base[key] = deep_merge(base[key], value)
         else:
-            out[key] = copy.deepcopy(value)
-    return out
+            base[key] = copy.deepcopy(value)
+    return base
 
 
 def _errors(body: Any) -> list[dict[str, Any]]:
