@@ -270,10 +270,14 @@ def push_boards(
     free local provider are left out: rendering them again costs nothing."""
     out = []
     for board, lock in boards:
-        hosted = {sid for sid, e in lock.scenes.items() if not providers.get(e.provider).local}
+        hosted = {sid for sid, e in lock.scenes.items() if not _local(e.provider)}
         for outcome in push_lockfile(board.path.parent, lock, cache, scene_ids=hosted):
             out.append((board, outcome))
     return out
+
+
+def _local(provider: str) -> bool:
+    return provider in providers.PROVIDER_NAMES and providers.get(provider).local
 
 
 def scene_files(board: Storyboard, scene_id: str) -> dict[str, Path]:
@@ -304,7 +308,7 @@ def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[Sy
                         step.scene.id,
                         step.fingerprint or "",
                         "missing",
-                        f"not in the cache; render would {step.action} it",
+                        f"render would {step.action} it: {step.reason}",
                     )
                 )
                 continue
