@@ -224,6 +224,18 @@ def test_poll_that_keeps_failing_is_transient() -> None:
         run(go())
 
 
+def test_poll_whose_connection_keeps_dropping_names_the_provider_once(
+    emulator: Emulator,
+) -> None:
+    provider = make("wavespeed", emulator)
+    job_id = run(submit(provider, req(provider)))
+    emulator.configure(drop={"on": "poll"})
+    with pytest.raises(TransientError) as err:
+        run(finish(provider, job_id))
+    assert str(err.value).startswith("WaveSpeedAI: connection lost"), err.value
+    assert err.value.job_id == job_id
+
+
 # -- jobs that end badly ----------------------------------------------------------------------
 
 

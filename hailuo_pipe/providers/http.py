@@ -229,7 +229,10 @@ class _Context:
     def final(self, err: Exception) -> ProviderError:
         if isinstance(err, ProviderError):
             return err
-        return self.error(TransientError, _describe(err))
+        # _Unsent and _Unknown carry text already prefixed with the provider's title
+        return TransientError(
+            scrub(_describe(err), self.secrets), provider=self.provider, job_id=self.job_id
+        )
 
 
 class _Unsent(Exception):
