@@ -56,6 +56,16 @@ class Emulator:
         counts: dict[str, int] = self._control("GET", "jobs")
         return counts
 
+    def faults(self) -> dict[str, int]:
+        """How many times each fault switch fired since it was last set (injected faults)."""
+        fired: dict[str, int] = self._control("GET", "faults")["fired"]
+        return fired
+
+    def job_list(self) -> list[dict[str, Any]]:
+        """Every paid job (id, provider, request body, outcome): the providers' dashboards."""
+        jobs: list[dict[str, Any]] = self._control("GET", "job-list")["jobs"]
+        return jobs
+
 
 @contextlib.contextmanager
 def run_emulator(key: str = DEFAULT_KEY, **switches: Any) -> Iterator[Emulator]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,6 +29,11 @@ class Server(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client killed mid-request (the crash tests do this on purpose) is not an error
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -162,6 +168,11 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(Resp(200, {"requests": list(state.log)}))
         elif method == "GET" and path == "/_emulator/jobs":
             self._send(Resp(200, state.counts()))
+        elif method == "GET" and path == "/_emulator/job-list":
+            self._send(Resp(200, {"jobs": state.job_list()}))
+        elif method == "GET" and path == "/_emulator/faults":
+            with state.lock:
+                self._send(Resp(200, {"fired": dict(state.fired), "seen": dict(state.hits)}))
         else:
             self._send(Resp(404, {"error": f"no control {method} {path}"}))
 

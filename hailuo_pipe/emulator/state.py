@@ -189,6 +189,15 @@ class State:
             job = self.jobs.get(job_id)
         return job if job is not None and job.provider == provider else None
 
+    def job_list(self) -> list[dict[str, Any]]:
+        """Every paid job, oldest first: what a provider's dashboard would show a user."""
+        with self.lock:
+            jobs = sorted(self.jobs.values(), key=lambda j: j.serial)
+            return [
+                {"id": j.id, "provider": j.provider, "body": j.body, "outcome": j.outcome}
+                for j in jobs
+            ]
+
     def counts(self) -> dict[str, int]:
         with self.lock:
             out = {name: self.created[name] for name in PROVIDERS}
