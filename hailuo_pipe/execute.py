@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from . import media, providers, sharing
+from . import providers, sharing
 from .cache import CachedResult, CacheError, LeaseHeld
 from .download import download
 from .errors import (
@@ -652,6 +652,8 @@ class _Run:
         return done
 
     def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
+        from . import media  # PyAV takes a tenth of a second to import: only when needed
+
         frames = {}
         for which in ("first", "last"):
             png = self._frame_path(scene, which)

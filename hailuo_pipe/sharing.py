@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import media, providers
+from . import providers
 from .cache import (
     Cache,
     CachedResult,
@@ -340,6 +340,8 @@ def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[Sy
 
 def _with_frames(entry: Entry, board: Storyboard, scene_id: str, base: Path) -> Entry:
     """An entry pushed without its frames gets them extracted here, as a render would."""
+    from . import media  # imported when needed: PyAV is slow to import
+
     if set(entry.frames) >= {"first", "last"}:
         return entry
     files = scene_files(board, scene_id)
