@@ -583,6 +583,8 @@ class _Run:
         started = self.submitted.get(scene.id) or time.monotonic() - _age(entry.submitted_at)
         schedule = self.estimator.schedule(provider.name)
         last_state = ""
+        if scene.id in self.submitted:  # just sent: asking at once would only hear "queued"
+            await self._sleep_until_due(provider.name, schedule, started, 0.0)
         while True:
             elapsed = time.monotonic() - started
             status = await provider.poll(client, job_id)
