@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -201,6 +202,9 @@ class _Run:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._interrupt)
         self.slots = asyncio.Semaphore(self.opts.concurrency)
+        # blocking work (cache transfers, frame extraction) runs in threads:
+        # as many as scenes may run at once, not the default's few per CPU
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=self.opts.concurrency + 4))
         limit = self.opts.per_provider or self.opts.concurrency
         self.provider_slots = {name: asyncio.Semaphore(limit) for name in self.providers}
         # downloads have their own bound: a finished job no longer holds a provider slot
@@ -327,7 +331,7 @@ class _Run:
         if self.stop.is_set():
             raise Interrupted
         if self.shared and step.fingerprint and step.action in SPENDING | {"fetch"}:
-            hit = await self.shared.lookup(step.fingerprint)
+            hit = step.cached or await self.shared.lookup(step.fingerprint)
             if hit is not None and not providers.get(scene.provider).local:
                 async with self.slots:
                     return await self._from_cache(step, hit)
