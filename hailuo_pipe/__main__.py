@@ -1,5 +1,11 @@
 """`python -m hailuo_pipe`: the command line."""
 
-from .cli import main
+import sys
+
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while modules load: nothing has happened yet
+    sys.stderr.write("Interrupted before anything was done.\n")
+    sys.exit(130)
 
 main()

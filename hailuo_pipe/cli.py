@@ -102,6 +102,15 @@ def reports_errors(f: F) -> F:
                 n = len(err.problems)
                 click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            # Ctrl-C before a render started or after it ended: the lockfile is consistent
+            # either way, and an interrupt is exit 130 as documented, never click's exit 1
+            click.echo(
+                "\nInterrupted. Run the same command again: recorded jobs are resumed, "
+                "nothing is submitted twice.",
+                err=True,
+            )
+            sys.exit(130)
         except HailuoPipeError as err:
             if as_json:
                 click.echo(
@@ -393,6 +402,17 @@ def render(
     _report_render(result, board, spec, as_json)
 
 
+def _failure(result: Any) -> str:
+    """`SCENE: what happened (job ID)`: the scene once, and its job whenever one exists, so
+    the user can find it at the provider."""
+    text = result.error or result.outcome
+    if not text.startswith(f"{result.scene}: "):
+        text = f"{result.scene}: {text}"
+    if result.job_id and result.job_id not in text:
+        text += f" (job {result.job_id})"
+    return str(text)
+
+
 def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> None:
     from .execute import summary_line
 
@@ -411,7 +431,7 @@ def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> 
         )
     else:
         for r in result.failed:
-            click.echo(f"error: {r.scene}: {_scrub(r.error or r.outcome)}", err=True)
+            click.echo(f"error: {_scrub(_failure(r))}", err=True)
         click.echo(f"{spec}: {summary_line(result)}")
         if result.cut:
             click.echo(f"cut: {board.path.parent / result.cut}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import glob
 import hashlib
 import os
 import random
@@ -36,7 +37,14 @@ async def download(
     client: httpx.AsyncClient, url: str, dest: Path, *, job_id: str, attempts: int = ATTEMPTS
 ) -> Downloaded:
     """Download `url` to `dest` (atomically); DownloadError/OutputExpired name the job."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = "it is not a folder" if isinstance(err, FileExistsError) else err.strerror or err
+        raise DownloadError(
+            f"cannot write the clip of job {job_id} to {dest.parent}: {why}"
+        ) from None
+    _remove_stale_parts(dest)
     last_error = "no attempt made"
     for attempt in range(attempts):
         if attempt:
@@ -54,6 +62,17 @@ async def download(
 
 class _Retry(Exception):
     pass
+
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Partial files of `dest` left by a render that was killed mid-download.
+
+    Only one render of a spec runs at a time (the lockfile's lock) and this scene's download
+    is starting, so any found now are stale.
+    """
+    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            part.unlink()
 
 
 async def _once(client: httpx.AsyncClient, url: str, dest: Path, job_id: str) -> Downloaded:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 from .errors import LockfileError, LockHeldError
@@ -81,8 +82,8 @@ class Entry:
                 job_id=data.get("job_id"),
                 submitted_at=data.get("submitted_at"),
                 finished_at=data.get("finished_at"),
-                output=FileRecord(**output) if output else None,
-                frames={k: FileRecord(**v) for k, v in frames.items()},
+                output=_file_record(output, f"{where} output") if output else None,
+                frames={k: _file_record(v, f"{where} frame {k!r}") for k, v in frames.items()},
                 cost=data.get("cost"),
                 seed=data.get("seed"),
                 error=data.get("error"),
@@ -96,6 +97,27 @@ class Entry:
         if entry.state == "done" and entry.output is None:
             raise LockfileError(f"{where} is done but records no output file")
         return entry
+
+
+def _file_record(value: Any, where: str) -> FileRecord:
+    """A recorded file, refused when a hand edit made it point outside the spec's folder:
+    render reads these paths (chained frames are sent to providers) and trusts their hashes."""
+    if not isinstance(value, dict):
+        raise LockfileError(f"{where} is not an object")
+    record = FileRecord(**value)
+    path = record.path
+    if (
+        not isinstance(path, str)
+        or not path
+        or PurePath(path).is_absolute()
+        or ".." in (PurePath(path).parts)
+    ):
+        raise LockfileError(f"{where} has path {path!r}, which is not inside the spec's folder")
+    if not isinstance(record.sha256, str) or not record.sha256:
+        raise LockfileError(f"{where} has no valid sha256")
+    if not isinstance(record.size, int) or isinstance(record.size, bool) or record.size < 0:
+        raise LockfileError(f"{where} has no valid size")
+    return record
 
 
 def _str(data: Mapping[str, Any], key: str, where: str) -> str:
@@ -147,7 +169,7 @@ class Lockfile:
                 path, storyboard, {sid: Entry.from_json(sid, e) for sid, e in scenes.items()}
             )
             if data.get("cut"):
-                lock.cut = FileRecord(**data["cut"]["output"])
+                lock.cut = _file_record(data["cut"]["output"], "the cut")
                 lock.cut_fingerprint = data["cut"]["fingerprint"]
         except LockfileError as err:
             raise LockfileError(
@@ -194,7 +216,7 @@ class Lockfile:
         return cached[1]
 
     def save(self) -> None:
-        atomic_write(self.path, self.dumps())
+        write_lockfile(self.path, self.dumps())
 
     def update(self, scene_id: str, **changes: Any) -> Entry:
         """Change one scene's entry and write the lockfile before returning."""
@@ -252,8 +274,20 @@ class GroupWriter:
                 return
             upto, data = self._changed, self.lock.dumps()
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(_WRITER, atomic_write, self.lock.path, data)
+            await loop.run_in_executor(_WRITER, write_lockfile, self.lock.path, data)
             self._written = upto
+
+
+def write_lockfile(path: Path, data: bytes) -> None:
+    """`atomic_write`, with a full disk or a read-only folder reported as a LockfileError."""
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        # the rename never happened, so the file on disk is still its last complete version
+        raise LockfileError(
+            f"{path}: cannot write the lockfile ({err.strerror or err}); it keeps its last "
+            "complete state. Free some space or make the folder writable, then run again"
+        ) from None
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -294,6 +328,15 @@ def exclusive(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _remove_stale_temps(lock_path)
         yield
     finally:
         os.close(fd)
+
+
+def _remove_stale_temps(lock_path: Path) -> None:
+    """Half-written lockfiles of a render killed mid-write: every write happens under the lock
+    we now hold, so none of them is still being written."""
+    for tmp in lock_path.parent.glob(f".{glob.escape(lock_path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()

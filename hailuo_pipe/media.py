@@ -7,6 +7,7 @@ destination and renamed into place, so a reader never sees half a clip or half a
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import random
@@ -214,6 +215,7 @@ def _later(frame: VideoFrame, than: VideoFrame) -> bool:
 def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
     """Run `write` on a temporary path beside `dest`, then rename it over `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(dest)
     # Named, not created, here: the writer creates it, with the usual permissions.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -227,6 +229,24 @@ def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _remove_orphans(dest: Path) -> None:
+    """Temporary files of `dest` whose writer was killed: the pid in the name is gone."""
+    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
+        pid = tmp.name[len(dest.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but is someone else's
+        return True
+    return True
 
 
 class _Writer:
