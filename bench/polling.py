@@ -1,69 +1,29 @@
-"""How many polls a job costs and how late its end is seen, against the emulator.
+"""How many polls a job costs and how late its end is seen: a real render against the emulator.
 
     .venv/bin/python bench/polling.py --jobs 100 --concurrency 20 --seconds 20
 
-Jobs run `--concurrency` at a time (like `render --concurrency`); every finished job feeds the
-DurationEstimator, as the executor does, so later jobs poll on the learnt schedule.
+Renders `--jobs` independent WaveSpeed scenes whose jobs last `--seconds`, `--concurrency` at a
+time, through the executor (its DurationEstimator and wake-ups included). A job's requests are
+its polls as the emulator logged them; its detection delay is the time from the job's end (the
+emulator's receipt of the submit plus its length) to the executor seeing it succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import re
 import statistics
+import sys
+import tempfile
 import time
-from dataclasses import dataclass
-
-import httpx
+from pathlib import Path
 
 from hailuo_pipe.emulator import run_emulator
-from hailuo_pipe.polling import DurationEstimator
-from hailuo_pipe.providers.wavespeed import WaveSpeedProvider
-from hailuo_pipe.storyboard import Scene
+from hailuo_pipe.execute import Event, RenderOptions, render
+from hailuo_pipe.validate import load_storyboard
 
-SCENE = Scene("bench", "A harbor at dawn", "wavespeed", 6, "768p", False)
-
-
-@dataclass(frozen=True)
-class Result:
-    polls: int
-    delay: float
-
-
-async def one_job(
-    provider: WaveSpeedProvider,
-    client: httpx.AsyncClient,
-    estimator: DurationEstimator,
-    seconds: float,
-) -> Result:
-    request = provider.build_request(SCENE, {})
-    job_id = await provider.submit(client, request, "key")
-    started = time.monotonic()
-    schedule = estimator.schedule(provider.name)
-    polls = 0
-    while True:
-        elapsed = time.monotonic() - started
-        status = await provider.poll(client, job_id)
-        polls += 1
-        if status.terminal:
-            estimator.observe(provider.name, elapsed)
-            return Result(polls, time.monotonic() - started - seconds)
-        await asyncio.sleep(schedule.next_delay(elapsed))
-
-
-async def bench(url: str, key: str, jobs: int, concurrency: int, seconds: float) -> list[Result]:
-    provider = WaveSpeedProvider(base_url=url, api_key=key)
-    estimator = DurationEstimator()
-    slots = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency * 2)
-
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-
-        async def slot() -> Result:
-            async with slots:
-                return await one_job(provider, client, estimator, seconds)
-
-        return await asyncio.gather(*(slot() for _ in range(jobs)))
+sys.path.insert(0, str(Path(__file__).parent))
+from render import env_for, independent, write
 
 
 def main() -> None:
@@ -72,22 +32,44 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    with run_emulator(job_seconds=args.seconds) as emu:
+    seen: dict[str, float] = {}
+
+    def on_event(event: Event) -> None:
+        if event.state == "succeeded":
+            seen[event.scene] = time.time()
+
+    with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=args.seconds) as emu:
+        board = load_storyboard(write(Path(tmp), independent(args.jobs)))
         started = time.monotonic()
-        results = asyncio.run(bench(emu.url, emu.key, args.jobs, args.concurrency, args.seconds))
+        render(
+            board,
+            RenderOptions(environ=env_for(emu), concurrency=args.concurrency, on_event=on_event),
+        )
         wall = time.monotonic() - started
-        served = len(emu.requests("poll"))
-    polls = [r.polls for r in results]
-    delays = [r.delay for r in results]
-    first = results[: args.concurrency]
+        log, jobs = emu.requests(), emu.job_list()
+    scene_of = {job["id"]: _scene(job["body"]) for job in jobs}
+    ends = {_scene(r["body"]): r["t"] + args.seconds for r in log if r["kind"] == "submit"}
+    polls = dict.fromkeys(ends, 0)
+    for req in log:
+        if req["kind"] == "poll":
+            polls[next(scene_of[j] for j in scene_of if j in req["path"])] += 1
+    order = sorted(ends, key=lambda s: ends[s])
+    first = order[: args.concurrency]
+    delays = {s: seen[s] - ends[s] for s in order}
     print(
         f"{args.jobs} jobs of {args.seconds:g} s, {args.concurrency} at a time, in {wall:.1f} s\n"
-        f"  requests per job:  mean {statistics.mean(polls):.2f}  max {max(polls)}"
-        f"  (first wave {statistics.mean(r.polls for r in first):.2f})\n"
-        f"  detection delay:   mean {statistics.mean(delays):.3f} s  max {max(delays):.3f} s"
-        f"  (first wave {statistics.mean(r.delay for r in first):.3f} s)\n"
-        f"  polls served by the emulator: {served}"
+        f"  polls per job:    mean {statistics.mean(polls.values()):.2f}  "
+        f"max {max(polls.values())}  (first wave {statistics.mean(polls[s] for s in first):.2f})"
+        " (+ 1 submit, 1 download)\n"
+        f"  detection delay:  mean {statistics.mean(delays.values()):.3f} s  "
+        f"max {max(delays.values()):.3f} s  "
+        f"(first wave {statistics.mean(delays[s] for s in first):.3f} s)"
     )
+
+
+def _scene(body: object) -> str:
+    number = int(re.search(r"scene (\d+)", str(body))[1])  # type: ignore[index]
+    return f"s{number:04d}"
 
 
 if __name__ == "__main__":
