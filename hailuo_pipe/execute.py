@@ -202,9 +202,11 @@ class _Run:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._interrupt)
         self.slots = asyncio.Semaphore(self.opts.concurrency)
-        # blocking work (cache transfers, frame extraction) runs in threads:
-        # as many as scenes may run at once, not the default's few per CPU
+        # blocking I/O (cache transfers) runs in threads: as many as scenes may run at once
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.opts.concurrency + 4))
+        # decoding is CPU work: more threads than CPUs would only starve the event loop,
+        # and with it the polls and submits of every other scene
+        self.decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
         limit = self.opts.per_provider or self.opts.concurrency
         self.provider_slots = {name: asyncio.Semaphore(limit) for name in self.providers}
         # downloads have their own bound: a finished job no longer holds a provider slot
@@ -216,6 +218,7 @@ class _Run:
                 self.clients = clients
                 await asyncio.gather(*(self._scene(step) for step in self.plan.steps))
         finally:
+            self.decoders.shutdown(wait=False)
             if ticker:
                 ticker.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -381,7 +384,7 @@ class _Run:
             now(),
         )
         if set(entry.frames) != {"first", "last"}:  # an entry pushed without its frames
-            frames = await asyncio.to_thread(self._extract_frames, scene, clip)
+            frames = await self._frames_of(scene, clip)
             entry = replace(entry, frames=frames)
         await self.writer.put(scene.id, entry)
         self.emit(scene, "done", "from the shared cache")
@@ -636,7 +639,7 @@ class _Run:
     async def _record_done(
         self, scene: Scene, entry: Entry, clip: Path, sha: str, size: int, status: JobStatus
     ) -> Entry:
-        frames = await asyncio.to_thread(self._extract_frames, scene, clip)
+        frames = await self._frames_of(scene, clip)
         done = Entry(
             fingerprint=entry.fingerprint,
             provider=entry.provider,
@@ -656,6 +659,10 @@ class _Run:
         )
         await self.writer.put(scene.id, done)
         return done
+
+    async def _frames_of(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.decoders, self._extract_frames, scene, clip)
 
     def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
         from . import media  # PyAV takes a tenth of a second to import: only when needed

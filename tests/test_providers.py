@@ -62,6 +62,14 @@ def combos() -> list[tuple[str, str, int]]:
 # -- pure parts ---------------------------------------------------------------------------------
 
 
+SCHEMAS = ["storyboard", *(f"providers/{p}" for p in providers.PROVIDER_NAMES)]
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_shipped_schemas_are_valid_json_schema(name: str) -> None:
+    Draft202012Validator.check_schema(load_schema(name))
+
+
 @pytest.mark.parametrize(("name", "resolution", "duration"), combos())
 def test_every_offered_combination_builds_a_valid_request(
     name: str, resolution: str, duration: int

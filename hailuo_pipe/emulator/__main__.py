@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from .clip import warm
 from .server import Server
 from .state import DEFAULT_KEY
 
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     server = Server(args.port, args.host, key=args.key, **json.loads(args.config))
     print(server.port, flush=True)
+    warm()
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

@@ -18,9 +18,19 @@ def clip_bytes(clip_path: str | None = None, min_bytes: int = 0, seed: int = 0) 
     """The bytes to serve: `clip_path` if given, else a synthetic clip padded to `min_bytes`."""
     key = (clip_path, min_bytes, 0 if clip_path else seed % VARIANTS)
     with _lock:
-        if key not in _cache:
-            _cache[key] = Path(clip_path).read_bytes() if clip_path else _make(min_bytes, key[2])
-        return _cache[key]
+        found = _cache.get(key)
+    if found is None:  # made outside the lock: one slow encode must not hold up every download
+        made = Path(clip_path).read_bytes() if clip_path else _make(min_bytes, key[2])
+        with _lock:
+            found = _cache.setdefault(key, made)
+    return found
+
+
+def warm() -> None:
+    """Make the default variants ahead of the first downloads (about 50 ms each)."""
+    threading.Thread(
+        target=lambda: [clip_bytes(seed=i) for i in range(VARIANTS)], daemon=True
+    ).start()
 
 
 def _make(min_bytes: int, seed: int) -> bytes:

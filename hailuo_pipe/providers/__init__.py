@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from functools import cache
 
 from .base import Capabilities, JobStatus, Provider, WireRequest
 
@@ -20,6 +21,7 @@ _REGISTRY = {
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
+@cache
 def get(name: str) -> type[Provider]:
     module_name, _, class_name = _REGISTRY[name].partition(":")
     module = importlib.import_module(f"{__name__}.{module_name}")
