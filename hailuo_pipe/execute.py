@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from . import providers, sharing
-from .cache import CachedResult, CacheError, LeaseHeld
+from .cache import CachedResult, CacheError, Lease, LeaseHeld
 from .download import download
 from .errors import (
     BudgetExceeded,
@@ -344,11 +344,11 @@ class _Run:
                 f"{scene.id}: the shared cache no longer has it (it did when planned, so "
                 f"{scene.provider} was not set up); run again to render it"
             )
-        async with _Slots(self.slots, self.provider_slots[scene.provider]) as held:
+        if step.action in SPENDING and self.shared and not provider.local:
+            return await self._claim_and_render(step, provider, self.shared)
+        async with self._slots_for(scene) as held:
             if provider.local:
                 return await self._render_local(step, provider)
-            if step.action in SPENDING and self.shared:
-                return await self._claim_and_render(step, provider, self.shared, held)
             if step.action in SPENDING:
                 job_id = await self._submit(step, provider, key=str(uuid.uuid4()))
                 outcome = "rendered"
@@ -390,10 +390,15 @@ class _Run:
         self.emit(scene, "done", "from the shared cache")
         return SceneResult(scene.id, "fetched", job_id=entry.job_id)
 
+    def _slots_for(self, scene: Scene) -> _Slots:
+        return _Slots(self.slots, self.provider_slots[scene.provider])
+
     async def _claim_and_render(
-        self, step: Step, provider: Provider, shared: sharing.Shared, held: _Slots
+        self, step: Step, provider: Provider, shared: sharing.Shared
     ) -> SceneResult:
-        """Render under a lease, so no other machine pays for the same clip meanwhile."""
+        """Render under a lease, so no other machine pays for the same clip meanwhile. The
+        claim is made before taking a concurrency slot: waiting for another machine's result
+        must not keep this render from starting other scenes."""
         scene = step.scene
         assert step.fingerprint is not None
 
@@ -404,32 +409,40 @@ class _Run:
         if got is None:
             raise Interrupted
         if isinstance(got, CachedResult):
-            return await self._from_cache(step, got)
+            async with self.slots:
+                return await self._from_cache(step, got)
         keeper = asyncio.create_task(shared.keep(got))
         try:
-            if got.resumed and got.job_id:
-                # another machine submitted this and stopped: resume its job, never resubmit
-                resumed = replace(
-                    self._new_entry(step, key=got.key or "lease"),
-                    state="submitted",
-                    job_id=got.job_id,
-                )
-                await self.writer.put(scene.id, resumed)
-                job_id, outcome = got.job_id, "resumed"
-            else:
-                key = str(uuid.uuid4())
-                job_id = await self._submit(step, provider, key=key)
-                await shared.record_job(got, job_id, key)
-                outcome = "rendered"
-            result = await self._finish(step, provider, job_id, outcome, held)
-            try:
-                await shared.push(self.base, self.lock.scenes[scene.id])
-            except HailuoPipeError as err:
-                self.emit(scene, "warning", f"could not push to the shared cache: {err}")
-            return result
+            async with self._slots_for(step.scene) as held:
+                return await self._render_leased(step, provider, shared, got, held)
         finally:
             keeper.cancel()
             await shared.release(got)
+
+    async def _render_leased(
+        self, step: Step, provider: Provider, shared: sharing.Shared, got: Lease, held: _Slots
+    ) -> SceneResult:
+        scene = step.scene
+        if got.resumed and got.job_id:
+            # another machine submitted this and stopped: resume its job, never resubmit
+            resumed = replace(
+                self._new_entry(step, key=got.key or "lease"),
+                state="submitted",
+                job_id=got.job_id,
+            )
+            await self.writer.put(scene.id, resumed)
+            job_id, outcome = got.job_id, "resumed"
+        else:
+            key = str(uuid.uuid4())
+            job_id = await self._submit(step, provider, key=key)
+            await shared.record_job(got, job_id, key)
+            outcome = "rendered"
+        result = await self._finish(step, provider, job_id, outcome, held)
+        try:
+            await shared.push(self.base, self.lock.scenes[scene.id])
+        except HailuoPipeError as err:
+            self.emit(scene, "warning", f"could not push to the shared cache: {err}")
+        return result
 
     # -- local (preview) --------------------------------------------------------------------
 

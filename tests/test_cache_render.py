@@ -353,3 +353,36 @@ def test_ctrl_c_stops_waiting_for_another_holder(emulator: Emulator, tmp_path: P
     assert any("busy@elsewhere:7 has been rendering it since" in line for line in lines), lines
     assert emulator.requests() == []
     assert all(lease.release() for lease in leases)  # still theirs: never taken over
+
+
+def test_waiting_for_another_holder_keeps_no_slot(emulator: Emulator, tmp_path: Path) -> None:
+    """With --concurrency 1, a scene leased elsewhere must not stop the other scene."""
+    url = (tmp_path / "cache").as_uri()
+    env = env_for(emulator, url, {})
+    spec = working_copy(tmp_path, "a", FLAT)
+    board = load_storyboard(spec)
+    plan = make_plan(board, Lockfile.load(board.lock_path, board.name))
+    lease = open_cache(url, {}).acquire(plan.step("one").fingerprint or "", "busy@elsewhere:7")
+    done = threading.Event()
+
+    def rendering() -> None:
+        render(board, RenderOptions(environ=env, concurrency=1))
+        done.set()
+
+    worker = threading.Thread(target=rendering, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 20
+    while "two" not in hashes_so_far(spec) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "two" in hashes_so_far(spec), "scene two waited for scene one's lease"
+    assert not done.is_set()
+    assert lease.release()  # the other machine gives up: this render takes the scene over
+    worker.join(30)
+    assert done.is_set()
+    assert set(hashes(spec)) == {"one", "two"}
+    assert sum(submits(emulator).values()) == 2
+
+
+def hashes_so_far(spec: Path) -> set[str]:
+    lock = Lockfile.load(spec.with_suffix(".lock"), spec.stem)
+    return {scene_id for scene_id, entry in lock.scenes.items() if entry.state == "done"}
