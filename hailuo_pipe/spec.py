@@ -23,7 +23,9 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 MAX_NODES = 1_000_000  # values after alias expansion
+MAX_CHARS = 4 * MAX_FILE_BYTES  # characters of all scalars after alias expansion
 MAX_DEPTH = 64
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 # A path into the document: keys and list indexes, e.g. ("scenes", 3, "prompt").
 DocPath = tuple[str | int, ...]
@@ -70,6 +72,8 @@ class _Converter:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.count = 0
+        self.chars = 0
+        self.written: dict[int, set[int]] = {}
         self.scalars = yaml.constructor.SafeConstructor()
         self.problems: list[Problem] = []
 
@@ -79,6 +83,14 @@ class _Converter:
             raise _TooBig(
                 node, f"the document expands to more than {MAX_NODES:,} values (an alias bomb?)"
             )
+        if isinstance(node, yaml.ScalarNode):
+            # a long string behind many aliases is few values but gigabytes once serialised
+            self.chars += len(node.value)
+            if self.chars > MAX_CHARS:
+                raise _TooBig(
+                    node,
+                    f"the document expands to more than {MAX_CHARS:,} characters (an alias bomb?)",
+                )
         if depth > MAX_DEPTH:
             raise _TooBig(node, f"the document nests deeper than {MAX_DEPTH} levels")
         # Only the first occurrence of an aliased node records positions (the anchor's).
@@ -92,8 +104,15 @@ class _Converter:
         return self.scalars.construct_object(node)
 
     def _mapping(self, node: yaml.MappingNode, path: DocPath, depth: int) -> dict[str, Any]:
-        self.scalars.flatten_mapping(node)  # applies `<<: *anchor` merge keys
+        # the keys written in this mapping, before merging rewrites it (aliases revisit it)
+        written = self.written.setdefault(
+            id(node), {id(k) for k, _ in node.value if k.tag != MERGE_TAG}
+        )
+        # applies `<<: *anchor` merge keys: merged pairs come first, the earlier mapping's
+        # last, and the mapping's own keys after them, so the last pair of a key wins
+        self.scalars.flatten_mapping(node)
         out: dict[str, Any] = {}
+        own: set[str] = set()
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 self.problems.append(self._at(key_node, "a key must be a plain string"))
@@ -101,9 +120,11 @@ class _Converter:
             key = self.scalars.construct_object(key_node)
             if not isinstance(key, str):
                 key = str(key) if not isinstance(key, bool) else str(key).lower()
-            if key in out:
-                self.problems.append(self._at(key_node, f"duplicate key {key!r}"))
-                continue
+            if id(key_node) in written:
+                if key in own:  # written twice in the file: a mistake, not a merge
+                    self.problems.append(self._at(key_node, f"duplicate key {key!r}"))
+                    continue
+                own.add(key)
             self.doc.keys[(*path, key)] = _loc(key_node)
             out[key] = self.convert(value_node, (*path, key), depth + 1)
         return out
@@ -127,12 +148,41 @@ def _yaml_problem(file: str, err: yaml.YAMLError) -> Problem:
     return Problem(file, line, col, message)
 
 
+@dataclass(frozen=True)
+class _Deep:
+    line: int
+    col: int
+
+    def located(self, file: str) -> Problem:
+        return Problem(
+            file, self.line, self.col, f"the document nests deeper than {MAX_DEPTH} levels"
+        )
+
+
+def _too_deep(text: str) -> _Deep | None:
+    """Where the document first nests deeper than MAX_DEPTH, found from the parser's events
+    before anything is composed: libyaml's composer recurses in C, and a few thousand `[`
+    would overflow its stack."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH + 1:  # the converter counts the root collection as 0
+                return _Deep(event.start_mark.line + 1, event.start_mark.column + 1)
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+    return None
+
+
 def load_text(text: str, file: str) -> tuple[Document, list[Problem]]:
     """Parse storyboard text; returns the document and any problems (never raises for bad input)."""
     doc = Document(file=file, data=None)
     if "\x00" in text:
         return doc, [Problem(file, 1, 1, "this is not a text file (it contains NUL bytes)")]
     try:
+        too_deep = _too_deep(text)
+        if too_deep is not None:
+            return doc, [too_deep.located(file)]
         nodes = list(yaml.compose_all(text, Loader=_Loader))
     except yaml.YAMLError as err:
         return doc, [_yaml_problem(file, err)]
