@@ -34,7 +34,9 @@ from .errors import (
     JobFailed,
     MediaError,
     ProviderError,
+    RateLimited,
     SubmitUncertain,
+    TransientError,
 )
 from .graph import Graph
 from .images import check as check_image
@@ -531,6 +533,13 @@ class _Run:
                 ) from None
             job_id = found
         except ProviderError as err:
+            if provider.idempotent_submit and isinstance(err, TransientError | RateLimited):
+                # every attempt resent this key and any of them may have created the job:
+                # stay `submitting`, so the next run resends the same key (deduped), not a new one
+                raise type(err)(
+                    f"{scene.id}: {err}; the next run resends it with the same key {key}",
+                    provider=provider.name,
+                ) from None
             # the provider refused the request: no job exists, so a later run may retry it
             await self.writer.update(scene.id, state="failed", error=str(err), finished_at=now())
             raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None

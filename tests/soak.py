@@ -122,6 +122,7 @@ class Figures:
     seed: int
     signals: dict[str, int] = field(default_factory=dict)
     kills_with_work_left: int = 0
+    kills_mid_submit: int = 0  # a scene was left `submitting`: killed inside a submit
     graceful_exits: int = 0  # SIGINT/SIGTERM runs that ended with code 130
     runs: int = 0
     wall_seconds: float = 0.0
@@ -143,6 +144,7 @@ class Figures:
             ("seed", self.seed),
             ("signals sent", ", ".join(f"{n} SIG{s}" for s, n in self.signals.items())),
             ("  of which while work remained", self.kills_with_work_left),
+            ("  of which inside a submit (left 'submitting')", self.kills_mid_submit),
             ("  SIGINT/SIGTERM runs that exited 130", self.graceful_exits),
             ("render processes", self.runs),
             ("wall time", f"{self.wall_seconds:.1f} s"),
@@ -369,6 +371,8 @@ def run_soak(
         sent[sig] += 1
         if run.states.get("done", 0) < scenes:
             figures.kills_with_work_left += 1
+        if run.states.get("submitting"):
+            figures.kills_mid_submit += 1
         check_run(run, figures)
     figures.signals = dict(sent)
     final = run_render(spec, env)
@@ -578,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--signals", default="KILL", help="comma-separated: KILL,INT,TERM")
-    parser.add_argument("--job-seconds", type=float, default=1.0)
+    # jobs long enough that the 50 kills land while the storyboard is still rendering
+    parser.add_argument("--job-seconds", type=float, default=3.0)
     parser.add_argument("--max-delay", type=float, default=1.5)
     parser.add_argument("--workdir", help="keep the files here instead of a temporary folder")
     parser.add_argument("--json", action="store_true")

@@ -148,6 +148,23 @@ def test_provider_faults_converge_without_paying_twice(
         assert figures.failed_jobs >= 1 and figures.scene_failures >= figures.failed_jobs
 
 
+def test_an_idempotent_submit_that_never_got_an_answer_is_resent_with_its_key(
+    emulator: Emulator, write_spec: Any
+) -> None:
+    """Runware dedupes on taskUUID: every answer to the submit is lost (the job exists), so
+    the scene must keep its key and the next run resend it, not submit anew and pay twice."""
+    spec = write_spec(soak.storyboard(1), name=f"{soak.NAME}.yaml")
+    emulator.configure(drop={"on": "submit", "count": 5})  # every attempt of the first run
+    with soak.retry_waits(0.05):
+        first = render(load_storyboard(spec), RenderOptions(environ=provider_env(emulator)))
+    assert [r.outcome for r in first.results] == ["failed"]
+    assert emulator.jobs()["runware"] == 1
+    assert states(spec) == {"submitting": 1}  # not "failed": that would mean a new key
+    second = render(load_storyboard(spec), RenderOptions(environ=provider_env(emulator)))
+    assert [r.outcome for r in second.results] == ["resumed"]
+    assert emulator.jobs()["runware"] == 1
+
+
 # -- disks --------------------------------------------------------------------------------------
 
 
