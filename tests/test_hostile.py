@@ -31,7 +31,8 @@ from hailuo_pipe.validate import check
 SPEC = "story.yaml"
 LOCATED = re.compile(r"^story\.yaml:(\d+):(\d+): \S")
 SETTINGS = settings(
-    max_examples=120,
+    # CI runs 120 examples a property; HOSTILE_EXAMPLES=5000 searches longer
+    max_examples=int(os.environ.get("HOSTILE_EXAMPLES", "120")),
     deadline=3000,  # ms per example, generous for a shared 2-CPU machine; typical is < 20
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
