@@ -68,6 +68,8 @@ def check(path: Path, shown: str = "") -> ImageFacts:
         raise ImageProblem(f"image file not found: {shown}") from None
     except OSError as err:
         raise ImageProblem(f"cannot read image {shown}: {err.strerror}") from None
+    except ValueError:  # a NUL in the name: no file can have it
+        raise ImageProblem(f"image file not found: {shown!r} contains a NUL character") from None
     if not path.is_file():
         raise ImageProblem(f"{shown} is not a file")
     if st.st_size > MAX_BYTES:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -151,6 +151,7 @@ def mutate(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 @SETTINGS
 @given(mutations=st.lists(st.tuples(PATHS, JUNK), min_size=1, max_size=4))
+@example(mutations=[(("scenes", 0, "image"), "\x00")])  # found by a 3,000-example run
 def test_mutated_storyboards_end_in_success_or_located_errors(
     folder: Path, mutations: list[tuple[tuple[Any, ...], Any]]
 ) -> None:
