@@ -142,8 +142,11 @@ def test_provider_faults_converge_without_paying_twice(
         assert len(injected) >= 4, injected  # of 7: few downloads and jobs in 10 scenes
     else:
         assert set(injected) == {fault}
-    if fault not in ("all", "fail_jobs"):
-        assert figures.done_under_faults, figures  # a transport fault alone never stops it
+    if fault in ("rate_limit", "truncate_downloads"):
+        # these leave no doubt whether a job exists, so nothing waits for the user: a 5xx,
+        # a timeout, a dropped connection or garbage in answer to a submit may park the scene
+        # as `unknown` (then adopted or resubmitted, counted, never paid twice)
+        assert figures.done_under_faults, figures
     if fault == "fail_jobs":
         assert figures.failed_jobs >= 1 and figures.scene_failures >= figures.failed_jobs
 
