@@ -57,7 +57,7 @@ def test_incremental_encoding_matches_plain_json(tmp_path: Path) -> None:
 
     lock = Lockfile(tmp_path / "s.lock", "s")
     assert lock.dumps() == plain(lock)
-    lock.scenes["b"] = entry(request={"prompt": "é\n\"q\"", "nested": {"x": [1, 2]}})
+    lock.scenes["b"] = entry(request={"prompt": 'é\n"q"', "nested": {"x": [1, 2]}})
     lock.scenes["a"] = entry()
     assert lock.dumps() == plain(lock)
     lock.scenes["a"] = entry(state="done", output=FileRecord("a.mp4", "ff", 10), cost=0.5)
