@@ -69,6 +69,7 @@ class ApiframeProvider(HostedProvider):
     capabilities = Capabilities(
         durations={"768p": (6, 10), "1080p": (6,)}, end_image=True, local_images=False
     )
+    prices = PRICES
     field_origins: ClassVar[Mapping[str, str]] = {
         "prompt": "prompt",
         "image": "image",
@@ -80,9 +81,6 @@ class ApiframeProvider(HostedProvider):
 
     def auth_headers(self) -> dict[str, str]:
         return {"X-API-Key": self._api_key}
-
-    def price(self, scene: Scene) -> Decimal:
-        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         params: dict[str, Any] = {"duration": scene.duration, "resolution": scene.resolution}

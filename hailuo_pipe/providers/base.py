@@ -109,9 +109,13 @@ class Provider(ABC):
 
     # -- pure parts: used by validate, plan and fingerprints, no network ------------------------
 
-    @abstractmethod
+    # (resolution, duration) -> USD per clip; a combination not listed is charged the dearest
+    prices: ClassVar[Mapping[tuple[str, int], Decimal]] = {}
+
     def price(self, scene: Scene) -> Decimal:
         """What one clip of this scene costs, in USD."""
+        listed = self.prices.get((scene.resolution, scene.duration))
+        return listed if listed is not None else max(self.prices.values(), default=Decimal(0))
 
     @abstractmethod
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:

@@ -57,6 +57,7 @@ class GMICloudProvider(HostedProvider):
         end_image=False,
         local_images=True,
     )
+    prices = PRICES
     field_origins: ClassVar[Mapping[str, str]] = {
         "prompt": "prompt",
         "first_frame_image": "image",
@@ -64,9 +65,6 @@ class GMICloudProvider(HostedProvider):
         "duration": "duration",
         "prompt_optimizer": "prompt_optimizer",
     }
-
-    def price(self, scene: Scene) -> Decimal:
-        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         payload: dict[str, Any] = {

@@ -95,6 +95,7 @@ class MiniMaxProvider(HostedProvider):
         end_image=True,
         local_images=True,
     )
+    prices = PRICES
     field_origins: ClassVar[Mapping[str, str]] = {
         "prompt": "prompt",
         "first_frame_image": "image",
@@ -103,9 +104,6 @@ class MiniMaxProvider(HostedProvider):
         "duration": "duration",
         "prompt_optimizer": "prompt_optimizer",
     }
-
-    def price(self, scene: Scene) -> Decimal:
-        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         body: dict[str, Any] = {"model": MODEL, "prompt": scene.prompt}

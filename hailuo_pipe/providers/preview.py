@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,9 +38,6 @@ class PreviewProvider(Provider):
         "end_image": "end_image",
         "prompt_optimizer": "prompt_optimizer",
     }
-
-    def price(self, scene: Scene) -> Decimal:
-        return Decimal("0")
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         # Scene options belong to hosted providers and change nothing here, so they stay out

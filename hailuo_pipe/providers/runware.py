@@ -76,6 +76,7 @@ class RunwareProvider(HostedProvider):
     capabilities = Capabilities(
         durations={"768p": (6, 10), "1080p": (6,)}, end_image=True, local_images=True
     )
+    prices = PRICES
     field_origins: ClassVar[Mapping[str, str]] = {
         "positivePrompt": "prompt",
         "width": "resolution",
@@ -84,9 +85,6 @@ class RunwareProvider(HostedProvider):
         "promptOptimizer": "prompt_optimizer",
         "frameImages": "image",
     }
-
-    def price(self, scene: Scene) -> Decimal:
-        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         width, height = SIZES.get(scene.resolution, (0, 0))

@@ -69,6 +69,7 @@ class WaveSpeedProvider(HostedProvider):
     capabilities = Capabilities(
         durations={"768p": (6, 10), "1080p": (6,)}, end_image=True, local_images=True
     )
+    prices = PRICES
     field_origins: ClassVar[Mapping[str, str]] = {
         "prompt": "prompt",
         "image": "image",
@@ -76,9 +77,6 @@ class WaveSpeedProvider(HostedProvider):
         "duration": "duration",
         "enable_prompt_expansion": "prompt_optimizer",
     }
-
-    def price(self, scene: Scene) -> Decimal:
-        return PRICES.get((scene.resolution, scene.duration), max(PRICES.values()))
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         body: dict[str, Any] = {"prompt": scene.prompt}
