@@ -567,7 +567,7 @@ def _short(fingerprint: str) -> str:
 def _lease_json(held: LeaseHeld) -> dict[str, Any]:
     import time
 
-    from .sharing import iso
+    from .lockfile import iso
 
     return {
         "fingerprint": held.fingerprint,

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -32,8 +33,13 @@ State = Literal["submitting", "submitted", "unknown", "done", "failed"]
 STATES: tuple[str, ...] = ("submitting", "submitted", "unknown", "done", "failed")
 
 
+def iso(epoch: float) -> str:
+    """The one timestamp format of lockfiles, cache entries and leases (UTC, to the second)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(time.time())
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from .cache import (
 )
 from .errors import ConfigError, MediaError
 from .images import sha256_file
-from .lockfile import Entry, FileRecord, Lockfile, exclusive, now
+from .lockfile import Entry, FileRecord, Lockfile, exclusive, iso, now
 from .plan import make_plan
 from .storyboard import Storyboard
 
@@ -148,10 +147,6 @@ def waiting_text(held: LeaseHeld) -> str:
         f"{held.holder} has been rendering it since {iso(held.since)}{job}; waiting for its "
         f"result, or to take over if its lease lapses (in {left:.0f} s unless renewed)"
     )
-
-
-def iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def entry_from_cache(
