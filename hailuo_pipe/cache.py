@@ -41,6 +41,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError, HailuoPipeError
+from .images import file_digest
 from .lockfile import Entry, FileRecord, Lockfile, iso, now
 
 FORMAT_VERSION = 1
@@ -50,7 +51,6 @@ META = "meta.json"
 _FINGERPRINT = re.compile(r"sha256:([0-9a-f]{64})")
 # meta.json keys the cache computes itself; a caller's values for them are ignored
 _RESERVED = ("version", "fingerprint", "files", "pushed_at", "pushed_by")
-CHUNK = 1 << 20
 
 
 class CacheError(HailuoPipeError):
@@ -110,16 +110,6 @@ def _hex(fingerprint: str) -> str:
     if not match:
         raise CacheError(f"not a scene fingerprint (sha256:<64 hex digits>): {fingerprint!r}")
     return match.group(1)
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    """(sha256 hex, size) of a file."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +276,7 @@ class FileStore:
     def head(self, key: str) -> tuple[int, str | None] | None:
         with self._errors("read", key):
             try:
-                sha, size = hash_file(self._path(key))
+                sha, size = file_digest(self._path(key))
             except FileNotFoundError:
                 return None
         return size, sha
@@ -543,7 +533,7 @@ class Cache:
                     raise CacheError(f"cannot write {path}: {err.strerror or err}") from None
                 temps[name] = Path(tmp)
                 self.store.download(f"clips/{hexd}/{record.path}", temps[name], record.size)
-                sha, size = hash_file(temps[name])
+                sha, size = file_digest(temps[name])
                 if (sha, size) != (record.sha256, record.size):
                     raise CacheError(
                         f"the cache entry of {_short(fingerprint)} is corrupt: {record.path} "
@@ -591,7 +581,7 @@ class Cache:
             if name not in OBJECTS:
                 raise CacheError(f"unknown cache file {name!r} (expected {', '.join(OBJECTS)})")
             try:
-                sha, size = hash_file(path)
+                sha, size = file_digest(path)
             except OSError as err:
                 raise CacheError(f"cannot read {path}: {err.strerror or err}") from None
             records[name] = FileRecord(OBJECTS[name], sha, size)
@@ -937,7 +927,7 @@ def push_lockfile(
         files = files_of(board_dir, entry)
         for name, record in records_of(entry).items():
             try:
-                sha, _ = hash_file(files[name])
+                sha, _ = file_digest(files[name])
             except OSError:
                 return SyncOutcome(scene_id, entry.fingerprint, "missing", record.path)
             if sha != record.sha256:
@@ -971,7 +961,7 @@ def pull_missing(
         wanted = {}
         for name, record in records.items():
             try:
-                ok = hash_file(files[name]) == (record.sha256, record.size)
+                ok = file_digest(files[name]) == (record.sha256, record.size)
             except OSError:
                 ok = False
             if not ok:

@@ -77,13 +77,19 @@ def check(path: Path, shown: str = "") -> ImageFacts:
     return _inspect(path, st.st_size, st.st_mtime_ns)
 
 
-@lru_cache(maxsize=4096)
-def _sha256(path: Path, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size) of a file as it is now, read in 1 MiB blocks; nothing memoised."""
+    digest, size = hashlib.sha256(), 0
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+@lru_cache(maxsize=4096)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    return file_digest(path)[0]
 
 
 def sha256_file(path: Path) -> str:

@@ -102,9 +102,7 @@ def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
     return out
 
 
-def _provider_problems(
-    scene: Scene, at: Locator, memo: schemas.RequestMemo | None = None
-) -> list[Problem]:
+def _provider_problems(scene: Scene, at: Locator, memo: schemas.RequestMemo) -> list[Problem]:
     cls = providers.get(scene.provider)
     caps, title = cls.capabilities, cls.title
     out = []
@@ -172,7 +170,6 @@ def _provider_problems(
         if (img := getattr(scene, k)) is not None
     }
     body = cls().build_request(scene, images_).body
-    memo = memo or schemas.RequestMemo()
     for path, message in memo.errors(scene.provider, body):
         out.append(at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}"))
     return out
