@@ -16,6 +16,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from .lockfile import atomic_write
+
 MAX_BYTES = 20 * 1024 * 1024
 MIN_SHORT_SIDE = 300  # strictly above
 MIN_ASPECT = Fraction(2, 5)  # strictly between 2:5 and 5:2
@@ -143,9 +145,7 @@ class _HashStore:
             return
         live = {k: v for k, v in self.known.items() if (self.path.parent / k).exists()}
         with contextlib.suppress(OSError):
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(live, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(live, sort_keys=True).encode())
         self.dirty = False
 
 

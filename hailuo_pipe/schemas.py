@@ -11,7 +11,6 @@ import contextlib
 import difflib
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -21,6 +20,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from .errors import Problem
+from .lockfile import atomic_write
 from .spec import DocPath, Document
 
 
@@ -203,9 +203,7 @@ class RequestMemo:
         if self.path is None or self._used == self._known or not self.path.parent.is_dir():
             return
         with contextlib.suppress(OSError):
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text("".join(f"{d}\n" for d in sorted(self._used)), encoding="utf-8")
-            os.replace(tmp, self.path)
+            atomic_write(self.path, "".join(f"{d}\n" for d in sorted(self._used)).encode())
 
 
 @cache
