@@ -292,6 +292,17 @@ def _scene_ids(board: Storyboard, ids: tuple[str, ...], option: str) -> set[str]
     return set(ids)
 
 
+def _adoptions(board: Storyboard, pairs: tuple[str, ...]) -> dict[str, str]:
+    jobs = {}
+    for pair in pairs:
+        scene_id, sep, job_id = pair.partition("=")
+        if not sep or not job_id:
+            raise click.BadParameter(f"{pair!r} is not ID=JOB", param_hint="--adopt")
+        jobs[scene_id] = job_id
+    _scene_ids(board, tuple(jobs), "--adopt")
+    return jobs
+
+
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
@@ -329,6 +340,13 @@ def _scene_ids(board: Storyboard, ids: tuple[str, ...], option: str) -> set[str]
     "earlier submission's fate is unknown (you checked the provider).",
 )
 @click.option(
+    "--adopt",
+    multiple=True,
+    metavar="ID=JOB",
+    help="Wait for job JOB, found at the provider, for a scene whose "
+    "submission's fate is unknown, instead of paying again (repeatable).",
+)
+@click.option(
     "--max-cost",
     type=click.FloatRange(min=0),
     metavar="USD",
@@ -349,6 +367,7 @@ def render(
     scenes: tuple[str, ...],
     force: tuple[str, ...],
     resubmit: tuple[str, ...],
+    adopt: tuple[str, ...],
     max_cost: float | None,
     wait: bool,
     quiet: bool,
@@ -371,6 +390,7 @@ def render(
         only=only,
         force=_scene_ids(board, force, "--force"),
         resubmit=_scene_ids(board, resubmit, "--resubmit"),
+        adopt=_adoptions(board, adopt),
         max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
         on_event=silent if quiet or as_json else (LiveLines() if live else LogLines()),
         tick=1.0 if live else None,
@@ -379,9 +399,11 @@ def render(
     if not (quiet or as_json):
         from .sharing import open_for
 
+        lock = Lockfile.load(board.lock_path, board.name)
+        lock.adopt(options.adopt)  # refused here, before the plan is shown, when it cannot be
         the_plan = make_plan(
             board,
-            Lockfile.load(board.lock_path, board.name),
+            lock,
             force=options.force,
             resubmit=options.resubmit,
             only=only,

@@ -45,6 +45,10 @@ class LockfileError(HailuoPipeError):
     """The lockfile is corrupt, hand-edited into an invalid state, or of an unknown version."""
 
 
+class AdoptRefused(HailuoPipeError):
+    """--adopt names a scene that is not waiting on a lost submission, or a malformed job id."""
+
+
 class LockHeldError(HailuoPipeError):
     """Another process is rendering the same storyboard right now."""
 

@@ -32,6 +32,7 @@ from .errors import (
     ContentRefused,
     HailuoPipeError,
     JobFailed,
+    LockfileError,
     MediaError,
     ProviderError,
     RateLimited,
@@ -91,6 +92,7 @@ class RenderOptions:
     per_provider: int | None = None
     force: Collection[str] = ()
     resubmit: Collection[str] = ()
+    adopt: Mapping[str, str] = field(default_factory=dict)  # scene -> job found at its provider
     only: Collection[str] | None = None
     max_cost: Decimal | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -138,6 +140,9 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
     opts = options or RenderOptions()
     with exclusive(board.lock_path, wait=opts.wait):
         lock = Lockfile.load(board.lock_path, board.name)
+        if opts.adopt:
+            lock.adopt(opts.adopt)
+            lock.save()
         cache = sharing.open_for(board, opts.environ)
         plan = make_plan(
             board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only, cache=cache
@@ -528,7 +533,8 @@ class _Run:
                 raise SubmitUncertain(
                     f"{scene.id}: the submission to {provider.title} may have created a job "
                     f"but its answer was lost ({err}); it is not sent again. Look for it at "
-                    f"the provider, then rerun with --resubmit {scene.id} to submit anew",
+                    f"the provider: rerun with --adopt {scene.id}=JOB if it is there, or "
+                    f"with --resubmit {scene.id} to submit anew if not",
                     provider=provider.name,
                 ) from None
             job_id = found
@@ -543,7 +549,15 @@ class _Run:
             # the provider refused the request: no job exists, so a later run may retry it
             await self.writer.update(scene.id, state="failed", error=str(err), finished_at=now())
             raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None
-        await self.writer.update(scene.id, state="submitted", job_id=job_id)
+        try:
+            await self.writer.update(scene.id, state="submitted", job_id=job_id)
+        except LockfileError as err:
+            # the one moment a paid job exists that no file knows of: name it, or it is lost
+            raise LockfileError(
+                f"{scene.id}: job {job_id} was created at {provider.title} but could not be "
+                f"recorded: {err}. Once that is fixed, rerun with --adopt {scene.id}={job_id} "
+                "to wait for it instead of paying again"
+            ) from None
         return job_id
 
     async def _reconcile(

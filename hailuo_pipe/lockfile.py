@@ -14,6 +14,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any, Literal
 
-from .errors import LockfileError, LockHeldError
+from .errors import AdoptRefused, LockfileError, LockHeldError
 
 FORMAT_VERSION = 1
 # submitting: key recorded, request about to be sent (its fate is unknown after a crash)
@@ -31,6 +32,9 @@ FORMAT_VERSION = 1
 # unknown:    the submit's answer was lost and the API cannot dedupe; never resent blindly
 State = Literal["submitting", "submitted", "unknown", "done", "failed"]
 STATES: tuple[str, ...] = ("submitting", "submitted", "unknown", "done", "failed")
+# a submission whose job id we never recorded: a paid job may exist at the provider
+PARKED: tuple[str, ...] = ("submitting", "unknown")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
 def iso(epoch: float) -> str:
@@ -234,6 +238,24 @@ class Lockfile:
     def put(self, scene_id: str, entry: Entry) -> None:
         self.scenes[scene_id] = entry
         self.save()
+
+    def adopt(self, jobs: Mapping[str, str]) -> None:
+        """Record jobs the user found at their provider for scenes whose submission's answer
+        was lost, so the next render polls them instead of paying for a new one (in memory;
+        `save` writes it)."""
+        for scene_id, job_id in jobs.items():
+            if not JOB_ID.fullmatch(job_id):
+                raise AdoptRefused(
+                    f"--adopt {scene_id}={job_id!r}: not a job id (letters, digits and . _ : -)"
+                )
+            entry = self.scenes.get(scene_id)
+            if entry is None or entry.state not in PARKED:
+                state = f"is {entry.state}" if entry else "has never been submitted"
+                raise AdoptRefused(
+                    f"--adopt {scene_id}={job_id}: {scene_id} {state}; only a scene whose "
+                    f"submission's fate is unknown ({' or '.join(PARKED)}) can adopt a job"
+                )
+            self.scenes[scene_id] = replace(entry, state="submitted", job_id=job_id, error=None)
 
 
 # Lockfile writes get a thread of their own: queued behind frame extractions in the default

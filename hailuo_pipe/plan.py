@@ -8,6 +8,7 @@ Like `terraform plan`: nothing is sent anywhere. A scene's action is one of
   resume   a job was submitted and will be polled, never submitted again
   fetch    its job finished but the clip is missing here: download it again, for free
   blocked  a submission's fate is unknown; it is not resent unless you say --resubmit
+           (or --adopt the job you found at the provider)
 """
 
 from __future__ import annotations
@@ -226,6 +227,6 @@ def _step(
     return step(
         "blocked",
         f"a submission with key {entry.key} may have created a job at "
-        f"{cls.title}; look for it there, then rerun with "
-        f"--resubmit {scene.id} to submit again",
+        f"{cls.title}; look for it there, then rerun with --adopt {scene.id}=JOB if "
+        f"you find it, or with --resubmit {scene.id} to submit again if not",
     )

@@ -13,8 +13,8 @@ lockfile valid, and exactly one paid job per scene at the emulator.
 A kill inside a submit's round trip to an API that cannot deduplicate (WaveSpeed, MiniMax,
 Apiframe; GMI when its request list cannot tell) parks the scene as `unknown`: by design it is
 never resent blindly. The harness then does what the README asks of a user: it looks at the
-provider's dashboard (the emulator's job list) and either adopts the job it finds there (writes
-its id into the lockfile) or, when there is none, reruns with `--resubmit SCENE`. Both are
+provider's dashboard (the emulator's job list) and either adopts the job it finds there
+(`--adopt SCENE=JOB`) or, when there is none, reruns with `--resubmit SCENE`. Both are
 counted in the figures; neither pays twice.
 
 Importable by tests (`run_soak`) and runnable as a script; figures are printed as a table or
@@ -233,42 +233,46 @@ def parked(lock_path: Path) -> list[str]:
     return sorted(sid for sid, e in lock.scenes.items() if e.state in ("unknown", "submitting"))
 
 
-def dashboard(
-    lock_path: Path, emu: Emulator, scenes: list[str], known: Collection[str] = ()
-) -> tuple[list[str], list[str], list[str]]:
-    """Do for each parked scene what the README asks of a user: look for its job at the
-    provider (the emulator's job list, ignoring the `known` job ids) and adopt it by writing
-    its id into the lockfile; when there is none, it is safe to resubmit.
+def recorded_jobs(lock_path: Path) -> set[str]:
+    """The job ids a lockfile knows of: a scene's lost job is never among them."""
+    return {e.job_id for e in Lockfile.load(lock_path, NAME).scenes.values() if e.job_id}
 
-    Returns (adopted, to resubmit, problems).
+
+def dashboard(
+    lock_path: Path, emu: Emulator, scenes: list[str], accounted: Collection[str] = ()
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Do for each parked scene what the README asks of a user: look for its job at the
+    provider (the emulator's job list, less the `accounted` jobs some lockfile recorded, such
+    as earlier attempts that failed) and adopt it with `--adopt`; when there is none, it is
+    safe to `--resubmit`.
+
+    Returns (to adopt: scene -> job id, to resubmit, problems).
     """
     jobs = jobs_by_scene(emu, scenes)
-    data = json.loads(lock_path.read_text(encoding="utf-8"))
-    adopted, resubmit, problems = [], [], []
+    adopt, resubmit, problems = {}, [], []
     for sid in parked(lock_path):
-        found = [j for j in jobs[sid] if j["id"] not in known]
+        found = [j for j in jobs[sid] if j["id"] not in accounted]
         if len(found) == 1:
-            data["scenes"][sid].update(state="submitted", job_id=found[0]["id"])
-            adopted.append(sid)
+            adopt[sid] = found[0]["id"]
         elif not found:
             resubmit.append(sid)
         else:
             problems.append(f"{sid}: {len(found)} paid jobs before any --resubmit")
-    lock_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    return adopted, resubmit, problems
+    return adopt, resubmit, problems
 
 
 def resolve_unknowns(spec: Path, emu: Emulator, env: Mapping[str, str], figures: Figures) -> None:
     """Adopt or resubmit every parked scene, then render once more."""
     lock_path = spec.with_suffix(".lock")
     figures.parked_unknown += len(parked(lock_path))
-    adopted, resubmit, problems = dashboard(lock_path, emu, scene_ids(figures.scenes))
-    figures.adopted_from_dashboard += len(adopted)
+    adopt, resubmit, problems = dashboard(lock_path, emu, scene_ids(figures.scenes))
+    figures.adopted_from_dashboard += len(adopt)
     figures.resubmitted_without_job += len(resubmit)
     figures.problems += problems
-    if not adopted and not resubmit:
+    if not adopt and not resubmit:
         return
     extra = [arg for sid in resubmit for arg in ("--resubmit", sid)]
+    extra += [arg for sid, job in adopt.items() for arg in ("--adopt", f"{sid}={job}")]
     run = run_render(spec, env, extra=tuple(extra))
     figures.runs += 1
     if run.returncode != 0:
@@ -475,7 +479,7 @@ def converge(
     """Render in-process again and again, as a user would, until every scene is done.
 
     Between rounds, parked scenes are settled the README's way (`dashboard`, with the jobs
-    that existed before the round ignored); nothing else is ever resent.
+    some lockfile recorded ignored); nothing else is ever resent.
     """
     from hailuo_pipe.execute import RenderOptions, render
     from hailuo_pipe.validate import load_storyboard
@@ -483,16 +487,19 @@ def converge(
     out = Converged()
     lock_path = spec.with_suffix(".lock")
     resubmit: list[str] = []
+    adopt: dict[str, str] = {}
+    accounted = recorded_jobs(lock_path)
     for _ in range(rounds):
         out.rounds += 1
-        before = {job["id"] for job in emu.job_list()}
         opts = RenderOptions(
             environ=provider_env(emu),
             concurrency=8,
             http_timeout=http_timeout,
             resubmit=set(resubmit),
+            adopt=adopt,
         )
         result = render(load_storyboard(spec), opts)
+        accounted |= recorded_jobs(lock_path)
         lock = Lockfile.load(lock_path, NAME)
         for r in result.failed:
             out.failures += 1
@@ -501,8 +508,8 @@ def converge(
         if len(lock.scenes) == scenes and all(e.state == "done" for e in lock.scenes.values()):
             out.done = True
             return out
-        adopted, resubmit, problems = dashboard(lock_path, emu, scene_ids(scenes), known=before)
-        out.adopted += len(adopted)
+        adopt, resubmit, problems = dashboard(lock_path, emu, scene_ids(scenes), accounted)
+        out.adopted += len(adopt)
         out.resubmitted += len(resubmit)
         out.problems += problems
     return out

@@ -16,7 +16,7 @@ import pytest
 from conftest import provider_env
 
 from hailuo_pipe.emulator import Emulator
-from hailuo_pipe.errors import BudgetExceeded, ConfigError
+from hailuo_pipe.errors import AdoptRefused, BudgetExceeded, ConfigError
 from hailuo_pipe.execute import RenderOptions, render
 from hailuo_pipe.lockfile import Lockfile
 from hailuo_pipe.plan import make_plan
@@ -174,6 +174,41 @@ scenes:
     resent = render(load_storyboard(spec), opts(emulator, resubmit={"only"}))
     assert outcomes(resent) == {"only": "rendered"}
     assert paid(emulator).get("wavespeed") == 2
+
+
+def test_a_lost_job_found_at_the_provider_is_adopted_not_paid_again(
+    write_spec, emulator: Emulator
+) -> None:
+    spec = write_spec("""
+version: 1
+name: lost
+scenes:
+  - id: only
+    provider: apiframe
+    prompt: "[Push in] harbor"
+    image: https://example.com/harbor.jpg
+""")
+    emulator.configure(drop={"on": "submit", "count": 1})
+    lost = render(load_storyboard(spec), opts(emulator))
+    assert "--adopt only=JOB" in (lost.results[0].error or "")
+    [job] = emulator.job_list()  # what the user finds on the provider's dashboard
+    adopted = render(load_storyboard(spec), opts(emulator, adopt={"only": job["id"]}))
+    assert outcomes(adopted) == {"only": "resumed"}
+    assert paid(emulator) == {"apiframe": 1}
+    entry = Lockfile.load(spec.with_suffix(".lock"), "lost").scenes["only"]
+    assert (entry.state, entry.job_id) == ("done", job["id"])
+
+
+def test_adopt_is_refused_for_a_scene_not_waiting_on_a_lost_job(
+    write_spec, emulator: Emulator
+) -> None:
+    spec = write_spec(GRAPH)
+    with pytest.raises(AdoptRefused, match="alone has never been submitted"):
+        render(load_storyboard(spec), opts(emulator, adopt={"alone": "job-1"}))
+    render(load_storyboard(spec), opts(emulator, only={"alone"}))
+    with pytest.raises(AdoptRefused, match="alone is done"):
+        render(load_storyboard(spec), opts(emulator, adopt={"alone": "job-1"}))
+    assert paid(emulator) == {"apiframe": 1}
 
 
 def test_truncated_download_is_retried_from_the_same_job(write_spec, emulator: Emulator) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from hailuo_pipe import media
@@ -114,3 +115,20 @@ def test_only_scene_renders_its_closure(write_spec) -> None:
     assert outcomes(result) == {"a": "rendered", "b": "rendered"}
     assert result.cut is None
     assert not Path(spec.parent / "renders" / "chain" / "c.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    ("adopt", "says"),
+    [
+        ("a", "'a' is not ID=JOB"),
+        ("nope=123", "no scene 'nope'"),
+        ("a=123", "a has never been submitted"),
+        ("a=../../etc", "not a job id"),
+    ],
+)
+def test_render_refuses_a_bad_adopt_before_anything_runs(write_spec, adopt, says) -> None:
+    spec = write_spec(CHAIN)
+    got = CliRunner().invoke(main, ["render", "--adopt", adopt, str(spec)])
+    assert got.exit_code in (1, 2) and says in got.output, got.output
+    assert got.exception is None or isinstance(got.exception, SystemExit)
+    assert not spec.with_suffix(".lock").exists()
