@@ -49,6 +49,7 @@ from .providers.base import JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
 
 JOB_TIMEOUT = 60 * 60.0  # a job still running after an hour is left to a later run
+SUBMITS_FIRST_FOR = 1.0  # seconds a finished job's download waits for submits under way
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,8 @@ class _Run:
         self.learnt: dict[str, asyncio.Event] = {}  # set when a job of that provider finishes
         self.results: dict[str, SceneResult] = {}
         self.submitted: dict[str, float] = {}  # scene -> monotonic time of its submit
+        self.sending = 0  # submits under way: downloads make way for them
+        self.sent = asyncio.Event()  # set whenever no submit is under way
 
     async def run(self) -> RenderResult:
         loop = asyncio.get_running_loop()
@@ -517,7 +520,26 @@ class _Run:
         entry = self.lock.scenes[img.ref.scene]
         return self.base / entry.frames[img.ref.frame].path
 
+    async def _after_submits(self) -> None:
+        """Let the submits under way go first: when jobs end together, each ended job's
+        download would otherwise delay the submit taking its slot, and the next job with it.
+        Bounded, so a submit waiting out a 429 holds no download up for long."""
+        await asyncio.sleep(0)  # a slot just freed: let the scene that takes it get going
+        if self.sending:
+            self.sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sent.wait(), timeout=SUBMITS_FIRST_FOR)
+
     async def _submit(self, step: Step, provider: Provider, key: str) -> str:
+        self.sending += 1
+        try:
+            return await self._send(step, provider, key)
+        finally:
+            self.sending -= 1
+            if not self.sending:
+                self.sent.set()
+
+    async def _send(self, step: Step, provider: Provider, key: str) -> str:
         scene = step.scene
         request = await self._wire_request(scene, provider)
         # Recorded before sending: a crash from here on can never lead to a blind resubmit.
@@ -606,6 +628,7 @@ class _Run:
                 provider=provider.name,
                 job_id=job_id,
             )
+        await self._after_submits()
         async with self.transfers:
             self.emit(scene, "downloading")
             dest = self._clip_path(scene)
@@ -655,6 +678,7 @@ class _Run:
         jobs submitted together are then seen done together, not each after its own long
         blind wait."""
         due = started + polled_at + schedule.next_delay(polled_at)
+        blind = schedule.estimate() is None
         while (left := due - time.monotonic()) > 0:
             learnt = self.learnt.setdefault(provider, asyncio.Event())
             waits = [asyncio.ensure_future(e.wait()) for e in (self.stop, learnt)]
@@ -666,6 +690,8 @@ class _Run:
             if self.stop.is_set():
                 raise Interrupted
             elapsed = time.monotonic() - started
+            if blind and schedule.overdue(elapsed):
+                return  # the first sibling to end ran no longer than this job has: ask now
             due = min(due, started + elapsed + schedule.next_delay(elapsed))
 
     def _observe(self, provider: str, seconds: float) -> None:

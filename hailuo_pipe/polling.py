@@ -2,7 +2,10 @@
 
 Without knowledge, polls start dense and spread out in proportion to the time already waited
 (a job that has run for a minute will rarely end in the next second), which bounds the detection
-delay to a fraction of the job's length. Once jobs of a provider have finished in this run, their
+delay to a fraction of the job's length. Those polls fall on a geometric grid, and each job gets
+its own phase on it: jobs submitted together then poll at different moments rather than in
+step, so the first of them to end is seen within a small part of one interval, and it teaches
+the schedule when the others will end. Once jobs of a provider have finished in this run, their
 durations say when the others will finish: the schedule then sleeps until shortly before that
 and checks densely around it, so a job is seen done within a small fraction of its length at a
 handful of requests.
@@ -10,6 +13,8 @@ handful of requests.
 
 from __future__ import annotations
 
+import itertools
+import math
 import statistics
 import threading
 from collections import deque
@@ -38,6 +43,7 @@ class PollSchedule:
     min_delay: float = 0.1
     max_delay: float = 30.0
     growth: float = 0.2  # without knowledge: wait this fraction of the time already waited
+    phase: float = 0.0  # in [0, 1): where on the blind grid this job polls
 
     def next_delay(self, elapsed: float) -> float:
         known = self.estimate()
@@ -45,8 +51,21 @@ class PollSchedule:
             return self._blind(elapsed)
         return self._informed(elapsed, known)
 
+    def overdue(self, elapsed: float) -> bool:
+        """Whether a job this old has already outlived the early jobs of its provider."""
+        known = self.estimate()
+        return known is not None and elapsed >= known.early
+
     def _blind(self, elapsed: float) -> float:
-        return _clamp(self.growth * elapsed, self.min_delay, self.max_delay)
+        delay = self.growth * elapsed
+        if delay <= self.min_delay or delay >= self.max_delay:
+            return _clamp(delay, self.min_delay, self.max_delay)
+        # the next point of the grid start * ratio**(k + phase) after `elapsed`: as many polls
+        # as plain `growth * elapsed` steps, but shifted by this job's phase
+        start, ratio = self.min_delay / self.growth, 1 + self.growth
+        # (the epsilon: a poll made on a grid point must not find that same point next)
+        k = math.floor(math.log(elapsed / start, ratio) - self.phase + 1e-9) + 1
+        return _clamp(start * ratio ** (k + self.phase) - elapsed, self.min_delay, self.max_delay)
 
     def _informed(self, elapsed: float, known: Estimate) -> float:
         step = _clamp(0.025 * known.typical, self.min_delay / 2, self.max_delay / 4)
@@ -74,6 +93,7 @@ class DurationEstimator:
         self._window = window
         self._min_delay = min_delay
         self._max_delay = max_delay
+        self._jobs = itertools.count()
 
     def observe(self, provider: str, seconds: float) -> None:
         if seconds <= 0:
@@ -91,8 +111,14 @@ class DurationEstimator:
         return Estimate(typical=statistics.median(ordered), early=early, count=len(ordered))
 
     def schedule(self, provider: str) -> PollSchedule:
+        """A new job's schedule. Phases follow the golden ratio, so those of any number of
+        jobs in a row are spread evenly over the grid."""
         return PollSchedule(
             estimate=lambda: self.estimate(provider),
             min_delay=self._min_delay,
             max_delay=self._max_delay,
+            phase=(next(self._jobs) * GOLDEN) % 1.0,
         )
+
+
+GOLDEN = (math.sqrt(5) - 1) / 2

@@ -279,14 +279,37 @@ def simulate(schedule: Any, length: float) -> tuple[int, float]:
 
 
 def test_blind_schedule_starts_dense_and_spreads_out() -> None:
-    from hailuo_pipe.polling import DurationEstimator
+    from hailuo_pipe.polling import DurationEstimator, PollSchedule
 
     schedule = DurationEstimator().schedule("wavespeed")
     assert schedule.next_delay(0) == pytest.approx(0.1)
-    assert schedule.next_delay(100) == pytest.approx(20)
     assert schedule.next_delay(10_000) == 30
-    _, delay = simulate(schedule, 2.0)
-    assert delay <= 0.4
+    for phase in (0.0, 0.3, 0.7, 0.99):
+        # from a grid point on, each wait is a fifth of the time waited, whatever the phase
+        polls, delay = simulate(PollSchedule(phase=phase), 20.0)
+        assert 26 <= polls <= 28 and delay <= 0.2 * 20.0 + 0.1
+
+
+def test_jobs_submitted_together_poll_at_different_moments() -> None:
+    """20 sibling jobs of 2 s: in step, the first poll after their end comes up to 0.4 s late;
+    spread over the grid by their phases, one of them looks within a few hundredths."""
+    from hailuo_pipe.polling import DurationEstimator, PollSchedule
+
+    def first_poll_after(schedules: list[PollSchedule], end: float) -> float:
+        seen = []
+        for schedule in schedules:
+            t = 0.0
+            while t < end:
+                t += schedule.next_delay(t)
+            seen.append(t)
+        return min(seen) - end
+
+    estimator = DurationEstimator()
+    spread = [estimator.schedule("wavespeed") for _ in range(20)]
+    in_step = [PollSchedule() for _ in range(20)]
+    for end in (2.0, 2.1, 2.3):
+        assert first_poll_after(spread, end) <= 0.05
+    assert max(first_poll_after(in_step, end) for end in (2.0, 2.1, 2.3)) > 0.15
 
 
 def test_learnt_schedule_sleeps_until_the_typical_end_then_checks_densely() -> None:
