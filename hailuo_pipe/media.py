@@ -117,13 +117,30 @@ def _duration(packets: Sequence[av.Packet], stream: av.video.VideoStream, fps: F
 
 def extract_frame(video: Path, which: Literal["first", "last"], dest: Path) -> None:
     """Write the first or last frame of `video` as an RGB PNG, exactly as a full decode has it."""
+    extract_frames(video, {which: dest})
+
+
+def extract_frames(video: Path, dests: Mapping[str, Path]) -> None:
+    """Write the first and/or last frame of `video` ("first"/"last" -> PNG path), exactly as a
+    full decode has them. The last frame's decoding pass gives the first one too, when it
+    decoded it: one open and one decode for both."""
     with _open_video(video) as (container, stream):
-        frame = (
-            _first_frame(container, stream) if which == "first" else _last_frame(container, stream)
-        )
+        if "last" in dests:
+            first, last = _edge_frames(container, stream)
+        else:
+            first, last = _first_frame(container, stream), None
+    if "first" in dests and first is None:  # the pass skipped or started after it
+        with _open_video(video) as (container, stream):
+            first = _first_frame(container, stream)
+    found = {"first": first, "last": last}
+    for which, dest in dests.items():
+        frame = found[which]
         if frame is None:
             raise MediaError(f"{video} has no decodable frame")
-        image = _rgb(frame)
+        _write_png(_rgb(frame), dest)
+
+
+def _write_png(image: Image.Image, dest: Path) -> None:
     # zlib level 1: several times faster than Pillow's default for a few percent more bytes.
     _atomic_write(dest, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
 
@@ -146,35 +163,45 @@ def _first_frame(
     return None
 
 
-def _last_frame(
+def _edge_frames(
     container: av.container.InputContainer, stream: av.video.VideoStream
-) -> VideoFrame | None:
-    """The last frame in display order, decoding only what it depends on.
+) -> tuple[VideoFrame | None, VideoFrame | None]:
+    """The last frame in display order, decoding only what it depends on, and the first one
+    when that pass decoded it (else None).
 
     A Hailuo clip has a single keyframe, so seeking cannot help; instead the frames no other
     frame refers to (non-reference B frames) are skipped, which cannot change any reference
     frame. The shown frame with the highest timestamp may itself be such a B frame, so full
     decoding resumes at its packet (in decode order) to keep the result exact. Clips with
     several keyframes start at the last H.264 IDR picture, before which nothing is needed.
+    The first frame is the one with the lowest timestamp: exact when the pass started at the
+    first packet and did not skip it.
     """
     packets = _packets(container, stream)
     if not packets:
-        return None
+        return None, None
     ctx = stream.codec_context
     ctx.thread_type = "AUTO"
     start, target = 0, 0  # without timestamps the display order is unknown: decode everything
-    if all(p.pts is not None for p in packets):
+    timed = all(p.pts is not None for p in packets)
+    if timed:
         target = max(range(len(packets)), key=lambda i: (packets[i].pts, i))
         start = _last_idr(packets, stream, before=target)
         ctx.skip_frame = "NONREF"
+    first: VideoFrame | None = None
     last: VideoFrame | None = None
     for index, packet in enumerate([*packets[start:], None], start):
         if index == target:
             ctx.skip_frame = "DEFAULT"
         for frame in ctx.decode(packet):
+            if first is None or (timed and frame.pts is not None and frame.pts < first.pts):
+                first = frame
             if last is None or _later(frame, last):
                 last = frame
-    return last
+    earliest = min(p.pts for p in packets) if timed else None
+    if start != 0 or first is None or (timed and first.pts != earliest):
+        first = None
+    return first, last
 
 
 def _last_idr(packets: Sequence[av.Packet], stream: av.video.VideoStream, before: int) -> int:

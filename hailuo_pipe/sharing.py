@@ -340,19 +340,16 @@ def _with_frames(entry: Entry, board: Storyboard, scene_id: str, base: Path) -> 
     if set(entry.frames) >= {"first", "last"}:
         return entry
     files = scene_files(board, scene_id)
-    frames = dict(entry.frames)
-    for which in ("first", "last"):
-        if which not in frames:
-            try:
-                media.extract_frame(files["clip"], which, files[which])  # type: ignore[arg-type]
-            except MediaError as err:
-                raise MediaError(f"{scene_id}: the cached clip is not readable ({err})") from None
-            frames[which] = FileRecord(
-                os.path.relpath(files[which], base),
-                sha256_file(files[which]),
-                files[which].stat().st_size,
-            )
-    return replace(entry, frames=frames)
+    missing = {which: files[which] for which in ("first", "last") if which not in entry.frames}
+    try:
+        media.extract_frames(files["clip"], missing)
+    except MediaError as err:
+        raise MediaError(f"{scene_id}: the cached clip is not readable ({err})") from None
+    made = {
+        which: FileRecord(os.path.relpath(png, base), sha256_file(png), png.stat().st_size)
+        for which, png in missing.items()
+    }
+    return replace(entry, frames={**entry.frames, **made})
 
 
 def gc_cache(

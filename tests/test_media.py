@@ -125,6 +125,28 @@ def test_last_frame_decoding_starts_at_the_last_idr(tmp_path: Path) -> None:
     assert start == keyframes[-1]
 
 
+@pytest.mark.parametrize("options", [None, {"g": "12"}])
+def test_both_frames_at_once_are_exact_from_one_pass_when_it_can(
+    bframe_clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    options: dict[str, str] | None,
+) -> None:
+    clip = bframe_clip
+    if options:  # several keyframes: the last frame's pass starts late, so first needs its own
+        clip = tmp_path / "gops.mp4"
+        media.synthetic_clip(clip, width=160, height=96, seconds=2, seed=5, x264=options)
+    opened = []
+    real_open = media._open_video
+    monkeypatch.setattr(media, "_open_video", lambda path: opened.append(path) or real_open(path))
+    dests = {"first": tmp_path / "first.png", "last": tmp_path / "last.png"}
+    media.extract_frames(clip, dests)
+    frames = decode_all(clip)
+    assert pixels(dests["first"])[2] == frames[0].tobytes()
+    assert pixels(dests["last"])[2] == frames[-1].tobytes()
+    assert len(opened) == (2 if options else 1)
+
+
 def test_extraction_replaces_an_existing_file(bframe_clip: Path, tmp_path: Path) -> None:
     dest = tmp_path / "frame.png"
     dest.write_text("stale")
