@@ -42,8 +42,9 @@ def figures_line(name: str, data: dict[str, Any]) -> None:
 def test_sigkill_at_random_moments_loses_nothing_and_pays_once(
     emulator: Emulator, tmp_path: Path
 ) -> None:
+    # jobs long enough that the render outlasts the kills, however fast this machine renders
     figures = soak.run_soak(
-        emulator, tmp_path, kills=8, scenes=SCENES, seed=7, job_seconds=0.5, max_delay=1.2
+        emulator, tmp_path, kills=8, scenes=SCENES, seed=7, job_seconds=1.0, max_delay=1.2
     )
     figures_line("sigkill", figures.to_json())
     assert figures.ok, figures.table()
@@ -60,7 +61,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_resume(emulator: Emulator, tmp_path
         scenes=SCENES,
         seed=11,
         signals=("INT", "TERM"),
-        job_seconds=0.5,
+        job_seconds=1.0,  # as above: the render outlasts the signals
         max_delay=1.2,
     )
     figures_line("sigint-sigterm", figures.to_json())
