@@ -205,7 +205,7 @@ class _Run:
         self.results: dict[str, SceneResult] = {}
         self.submitted: dict[str, float] = {}  # scene -> monotonic time of its submit
         self.sending = 0  # submits under way: downloads make way for them
-        self.sent = asyncio.Event()  # set whenever no submit is under way
+        self.sent = asyncio.Event()  # set when `sending` drops to 0, cleared when it rises
 
     async def run(self) -> RenderResult:
         loop = asyncio.get_running_loop()
@@ -529,12 +529,12 @@ class _Run:
         Bounded, so a submit waiting out a 429 holds no download up for long."""
         await asyncio.sleep(0)  # a slot just freed: let the scene that takes it get going
         if self.sending:
-            self.sent.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.sent.wait(), timeout=SUBMITS_FIRST_FOR)
 
     async def _submit(self, step: Step, provider: Provider, key: str) -> str:
         self.sending += 1
+        self.sent.clear()
         try:
             return await self._send(step, provider, key)
         finally:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # run as a script: conftest's he
 from conftest import provider_env
 
 from hailuo_pipe.emulator import Emulator, run_emulator
-from hailuo_pipe.lockfile import Lockfile
+from hailuo_pipe.lockfile import PARKED, Lockfile
 
 NAME = "soak"
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
@@ -230,12 +230,12 @@ def jobs_by_scene(emu: Emulator, scenes: list[str]) -> dict[str, list[dict[str, 
 def parked(lock_path: Path) -> list[str]:
     """Scenes whose submission's fate is unknown: never resent without --resubmit."""
     lock = Lockfile.load(lock_path, NAME)
-    return sorted(sid for sid, e in lock.scenes.items() if e.state in ("unknown", "submitting"))
+    return sorted(sid for sid, e in lock.scenes.items() if e.state in PARKED)
 
 
-def recorded_jobs(lock_path: Path) -> set[str]:
+def recorded_jobs(lock: Lockfile) -> set[str]:
     """The job ids a lockfile knows of: a scene's lost job is never among them."""
-    return {e.job_id for e in Lockfile.load(lock_path, NAME).scenes.values() if e.job_id}
+    return {e.job_id for e in lock.scenes.values() if e.job_id}
 
 
 def dashboard(
@@ -488,7 +488,7 @@ def converge(
     lock_path = spec.with_suffix(".lock")
     resubmit: list[str] = []
     adopt: dict[str, str] = {}
-    accounted = recorded_jobs(lock_path)
+    accounted = recorded_jobs(Lockfile.load(lock_path, NAME))
     for _ in range(rounds):
         out.rounds += 1
         opts = RenderOptions(
@@ -499,8 +499,8 @@ def converge(
             adopt=adopt,
         )
         result = render(load_storyboard(spec), opts)
-        accounted |= recorded_jobs(lock_path)
         lock = Lockfile.load(lock_path, NAME)
+        accounted |= recorded_jobs(lock)
         for r in result.failed:
             out.failures += 1
             if why := unclear(r, lock.scenes.get(r.scene)):

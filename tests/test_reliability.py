@@ -272,7 +272,7 @@ def test_lockfile_write_failing_midway_stops_cleanly(
     # every paid job belongs to a scene the disk knows was (being) submitted...
     assert emulator.jobs()["total"] <= len(on_disk.scenes)
     # ...and one the disk does not name is named in its scene's error
-    recorded = soak.recorded_jobs(spec.with_suffix(".lock"))
+    recorded = soak.recorded_jobs(on_disk)
     errors = {r.scene: r.error or "" for r in failed}
     for sid, jobs in soak.jobs_by_scene(emulator, soak.scene_ids(SCENES)).items():
         for job in jobs:
