@@ -16,10 +16,12 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
+from typing import TYPE_CHECKING
 
 from .errors import DownloadError, OutputExpired
+
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 1 << 20
 ATTEMPTS = 4
@@ -76,6 +78,8 @@ def _remove_stale_parts(dest: Path) -> None:
 
 
 async def _once(client: httpx.AsyncClient, url: str, dest: Path, job_id: str) -> Downloaded:
+    import httpx  # here, not above: a rerun with nothing to fetch never loads it
+
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     try:

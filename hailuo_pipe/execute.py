@@ -20,9 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from . import providers, sharing
 from .cache import CachedResult, CacheError, Lease, LeaseHeld
@@ -48,6 +46,9 @@ from .plan import SPENDING, Plan, Step, _step, make_plan
 from .polling import DurationEstimator, PollSchedule
 from .providers.base import JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
+
+if TYPE_CHECKING:
+    import httpx
 
 JOB_TIMEOUT = 60 * 60.0  # a job still running after an hour is left to a later run
 SUBMITS_FIRST_FOR = 1.0  # seconds a finished job's download waits for submits under way
@@ -253,24 +254,26 @@ class _Run:
 
     @contextlib.asynccontextmanager
     async def _clients(self):  # type: ignore[no-untyped-def]
+        hosted = [(name, p) for name, p in self.providers.items() if not p.local]
+        if not hosted:  # a rerun with nothing to fetch never loads httpx nor TLS certificates
+            yield {}
+            return
+        import httpx
+
         timeout = httpx.Timeout(self.opts.http_timeout, connect=10.0)
         limits = httpx.Limits(max_connections=max(10, self.opts.concurrency * 2))
-        hosted = [(name, p) for name, p in self.providers.items() if not p.local]
-        # a rerun with nothing to fetch never loads TLS certificates; the others load them
-        # once for every client (about 40 ms each)
-        tls = httpx.create_ssl_context() if hosted else None
+        tls = httpx.create_ssl_context()  # once for every client (about 40 ms each)
         async with contextlib.AsyncExitStack() as stack:
             clients: dict[str, httpx.AsyncClient] = {}
 
             async def client(**kw: Any) -> httpx.AsyncClient:
-                made = httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls or True, **kw)
+                made = httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls, **kw)
                 return await stack.enter_async_context(made)
 
             for name, provider in hosted:
                 clients[name] = await client(headers=provider.auth_headers())
-            if clients:
-                # downloads go to presigned URLs, often another host: never send API keys there
-                clients[""] = await client(follow_redirects=True)
+            # downloads go to presigned URLs, often another host: never send API keys there
+            clients[""] = await client(follow_redirects=True)
             yield clients
 
     def emit(self, scene: Scene, state: str, detail: str = "", elapsed: float = 0.0) -> None:

@@ -94,10 +94,11 @@ def _sha256(path: Path, size: int, mtime_ns: int) -> str:
     return file_digest(path)[0]
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, st: os.stat_result | None = None) -> str:
     """Content hash of a file, memoised on (path, size, mtime) within one process, and between
-    processes for files in a folder given to `remember_hashes`."""
-    st = path.stat()
+    processes for files in a folder given to `remember_hashes`. `st` saves a second stat when
+    the caller has just taken one."""
+    st = st or path.stat()
     store = _STORES.get(path.parent)
     known = store.get(path.name, st) if store else None
     if known is not None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import AdoptRefused, LockfileError, LockHeldError
@@ -109,6 +109,9 @@ class Entry:
         return entry
 
 
+_SEPARATORS = re.compile(r"[/\\]")
+
+
 def _file_record(value: Any, where: str) -> FileRecord:
     """A recorded file, refused when a hand edit made it point outside the spec's folder:
     render reads these paths (chained frames are sent to providers) and trusts their hashes."""
@@ -119,8 +122,8 @@ def _file_record(value: Any, where: str) -> FileRecord:
     if (
         not isinstance(path, str)
         or not path
-        or PurePath(path).is_absolute()
-        or ".." in (PurePath(path).parts)
+        or os.path.isabs(path)
+        or ".." in _SEPARATORS.split(path)  # cheaper than PurePath, read 3,000 times a rerun
     ):
         raise LockfileError(f"{where} has path {path!r}, which is not inside the spec's folder")
     if not isinstance(record.sha256, str) or not record.sha256:

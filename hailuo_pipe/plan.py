@@ -83,11 +83,10 @@ def output_intact(base: Path, entry: Entry) -> bool:
         return False
     path = base / entry.output.path
     try:
-        if path.stat().st_size != entry.output.size:
-            return False
+        st = path.stat()
     except OSError:
         return False
-    return sha256_file(path) == entry.output.sha256
+    return st.st_size == entry.output.size and sha256_file(path, st) == entry.output.sha256
 
 
 def _changes(

@@ -11,17 +11,23 @@ import contextlib
 import difflib
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import Problem
 from .lockfile import atomic_write
 from .spec import DocPath, Document
+
+# jsonschema is imported when something is checked: a rerun of a storyboard whose document
+# and requests were all found valid before (see SchemaMemo) never loads it
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
+
+_T = TypeVar("_T")
 
 
 def schema_dir() -> Path:
@@ -39,6 +45,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def validator(name: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     schema = load_schema(name)  # checked against the metaschema by the tests, not per run
     # Resolving "$ref" on every use is a large share of jsonschema's time on a 1,000-scene
     # storyboard; our schemas are not recursive, so the references are inlined once.
@@ -171,12 +179,13 @@ def validate_document(doc: Document) -> list[Problem]:
     return list(dict.fromkeys(problems))  # a subschema failing twice reads as one problem
 
 
-class RequestMemo:
-    """Provider requests already found valid, remembered between runs in a file beside a
-    storyboard's renders, so rerunning a large unchanged storyboard does not put every request
-    through jsonschema again (about a third of a millisecond each). A digest covers the
-    provider's schema too: a changed schema checks everything anew. The file only ever speeds
-    things up: unreadable or unwritable, it is ignored."""
+class SchemaMemo:
+    """Documents and provider requests already found valid, remembered between runs in a file
+    beside a storyboard's renders, so rerunning a large unchanged storyboard does not put it
+    through jsonschema again (a third of a millisecond per request, as long again for the
+    document, and loading jsonschema). A digest covers the schema too: a changed schema checks
+    everything anew. The file only ever speeds things up: unreadable or unwritable, it is
+    ignored."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
@@ -186,13 +195,22 @@ class RequestMemo:
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 self._known = set(path.read_text(encoding="utf-8").split())
 
+    def document_problems(self, doc: Document) -> list[Problem]:
+        return self._checked("storyboard", doc.data, lambda: validate_document(doc))
+
     def errors(self, provider: str, body: Any) -> list[tuple[DocPath, str]]:
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        digest = hashlib.sha256(f"{_schema_digest(provider)}\n{text}".encode()).hexdigest()
+        return self._checked(f"providers/{provider}", body, lambda: request_errors(provider, body))
+
+    def _checked(self, schema: str, data: Any, check: Callable[[], list[_T]]) -> list[_T]:
+        try:
+            text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError):  # e.g. a YAML date: not worth remembering
+            return check()
+        digest = hashlib.sha256(f"{_schema_digest(schema)}\n{text}".encode()).hexdigest()
         if digest in self._known:
             self._used.add(digest)
             return []
-        found = request_errors(provider, body)
+        found = check()
         if not found:
             self._used.add(digest)
         return found
@@ -207,8 +225,8 @@ class RequestMemo:
 
 
 @cache
-def _schema_digest(provider: str) -> str:
-    text = json.dumps(load_schema(f"providers/{provider}"), sort_keys=True)
+def _schema_digest(name: str) -> str:
+    text = json.dumps(load_schema(name), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -82,6 +82,11 @@ class Cut:
     where: Location = Location(1, 1)
 
 
+def render_dir_of(spec: Path, name: str) -> Path:
+    """Clips and extracted frames go here, one folder per storyboard beside the spec."""
+    return spec.parent / "renders" / name
+
+
 @dataclass(frozen=True)
 class Storyboard:
     path: Path
@@ -97,8 +102,7 @@ class Storyboard:
 
     @property
     def render_dir(self) -> Path:
-        """Clips and extracted frames go here, one folder per storyboard beside the spec."""
-        return self.path.parent / "renders" / self.name
+        return render_dir_of(self.path, self.name)
 
     def scene(self, scene_id: str) -> Scene:
         return self._by_id[scene_id]

@@ -12,7 +12,7 @@ from . import images, providers, schemas, spec
 from .errors import Problem, SpecError
 from .graph import CycleError, Graph
 from .resolve import resolve
-from .storyboard import Scene, Storyboard
+from .storyboard import Scene, Storyboard, render_dir_of
 
 MAX_PROMPT = 2000
 PLACEHOLDER = "sha256:" + "0" * 64
@@ -45,7 +45,8 @@ def check(
     doc, problems = spec.load(path, display)
     if problems:
         return None, problems
-    problems = schemas.validate_document(doc)
+    memo = schemas.SchemaMemo(_memo_path(path, doc.data))
+    problems = memo.document_problems(doc)
     if problems:
         return None, problems
     board, problems = resolve(doc, path.resolve(), overrides=overrides, provider=provider)
@@ -68,13 +69,21 @@ def check(
             )
         seen.setdefault(scene.id, scene)
     problems += _graph_problems(seen, at)
-    memo = schemas.RequestMemo(board.render_dir / ".checked-requests")
     for scene in seen.values():
         problems += _provider_problems(scene, at, memo)
         problems += _image_problems(scene, at)
     memo.save()
     problems += _cut_problems(doc, board, seen)
     return board, problems
+
+
+def _memo_path(path: Path, data: object) -> Path | None:
+    """Where the storyboard's SchemaMemo lives, known before the document is checked: only a
+    name that is one plain path component is used to look there."""
+    name = data.get("name") if isinstance(data, dict) else None
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        return None
+    return render_dir_of(path.resolve(), name) / ".checked-requests"
 
 
 def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
@@ -102,7 +111,7 @@ def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
     return out
 
 
-def _provider_problems(scene: Scene, at: Locator, memo: schemas.RequestMemo) -> list[Problem]:
+def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> list[Problem]:
     cls = providers.get(scene.provider)
     caps, title = cls.capabilities, cls.title
     out = []

@@ -70,7 +70,7 @@ def test_a_garbled_store_only_costs_time(tmp_path: Path, fresh_stores) -> None:
 def test_request_memo_skips_only_requests_found_valid(tmp_path: Path, monkeypatch) -> None:
     good = [{"taskType": "videoInference"}]  # shape is irrelevant here: we count calls
     memo_file = tmp_path / "checked"
-    memo = schemas.RequestMemo(memo_file)
+    memo = schemas.SchemaMemo(memo_file)
     first = memo.errors("runware", good)
     assert first  # incomplete: runware's schema refuses it, so nothing is remembered
     memo.save()
@@ -78,10 +78,32 @@ def test_request_memo_skips_only_requests_found_valid(tmp_path: Path, monkeypatc
 
     calls = []
     monkeypatch.setattr(schemas, "request_errors", lambda p, b: calls.append(p) or [])
-    memo = schemas.RequestMemo(memo_file)
+    memo = schemas.SchemaMemo(memo_file)
     assert memo.errors("runware", good) == []
     memo.save()
-    again = schemas.RequestMemo(memo_file)
+    again = schemas.SchemaMemo(memo_file)
     assert again.errors("runware", good) == []
     assert again.errors("wavespeed", good) == []  # another schema: checked anew
     assert calls == ["runware", "wavespeed"]
+
+
+def test_schema_memo_skips_only_documents_found_valid(tmp_path: Path, monkeypatch) -> None:
+    from hailuo_pipe.spec import load_text
+
+    good, _ = load_text("version: 1\nname: a\nscenes:\n  - id: x\n    prompt: p\n", "a.yaml")
+    bad, _ = load_text("version: 1\nname: a\nscenes: []\nextra: 1\n", "a.yaml")
+    memo_file = tmp_path / "checked"
+    memo = schemas.SchemaMemo(memo_file)
+    assert memo.document_problems(good) == []
+    assert memo.document_problems(bad)
+    memo.save()
+
+    calls = []
+    real = schemas.validate_document
+    monkeypatch.setattr(schemas, "validate_document", lambda d: calls.append(d) or real(d))
+    again = schemas.SchemaMemo(memo_file)
+    assert again.document_problems(good) == []  # remembered: not checked again
+    assert again.document_problems(bad)  # never remembered: checked, and still refused
+    good.data["name"] = "b"
+    assert again.document_problems(good) == []  # a changed document is checked anew
+    assert calls == [bad, good]

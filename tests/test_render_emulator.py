@@ -107,6 +107,31 @@ def test_chain_and_fan_out_then_noop_then_change(write_spec, emulator: Emulator)
     assert sum(paid(emulator).values()) == 9
 
 
+def test_noop_rerun_loads_neither_http_nor_schema_code(write_spec, emulator: Emulator) -> None:
+    """What keeps a no-op rerun of a large storyboard under a second: nothing to fetch loads no
+    HTTP client, and a document and requests found valid before load no JSON Schema code."""
+    spec = write_spec(GRAPH)
+    render(load_storyboard(spec), opts(emulator))
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['hailuo-pipe', 'render', '--quiet', sys.argv[1]]\n"
+        "try:\n"
+        "    runpy.run_module('hailuo_pipe', run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "print('loaded:', *(m for m in ('httpx', 'jsonschema') if m in sys.modules))\n"
+    )
+    env = {**os.environ, **provider_env(emulator)}
+    loaded = []
+    for _ in range(2):  # the first rerun checks the document and remembers it
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(spec)], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        loaded.append(done.stdout.rpartition("loaded:")[2].split())
+    assert loaded == [["jsonschema"], []]
+
+
 def test_missing_clip_is_downloaded_again_not_regenerated(write_spec, emulator: Emulator) -> None:
     spec = write_spec(GRAPH)
     render(load_storyboard(spec), opts(emulator))

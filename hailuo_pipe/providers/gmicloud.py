@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, State, WireRequest
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
+
+if TYPE_CHECKING:
+    import httpx
 
 MODEL = "Minimax-Hailuo-02"
 REQUESTS_PATH = "/api/v1/ie/requestqueue/apikey/requests"

@@ -16,9 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import (
     AuthenticationError,
@@ -30,10 +28,11 @@ from ..errors import (
 )
 from .base import Provider
 
-MAX_MESSAGE = 500
+# httpx is imported where a request is sent: a rerun with nothing to fetch never loads it
+if TYPE_CHECKING:
+    import httpx
 
-# Raised by httpx before a single byte of the request left this machine: always safe to resend.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+MAX_MESSAGE = 500
 
 
 @dataclass(frozen=True)
@@ -265,6 +264,10 @@ async def _once(
     ctx: _Context,
     accept: frozenset[int],
 ) -> Reply:
+    import httpx
+
+    # raised before a single byte of the request left this machine: always safe to resend
+    never_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
     try:
         response = await client.request(
             method,
@@ -273,7 +276,7 @@ async def _once(
             params=dict(params) if params else None,
             headers=dict(headers) if headers else None,
         )
-    except _NEVER_SENT as err:
+    except never_sent as err:
         raise _Unsent(ctx.text(f"could not connect ({type(err).__name__})")) from None
     except httpx.TimeoutException as err:
         raise _Unknown(ctx.text(f"no answer in time ({type(err).__name__})")) from None

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import (
     AuthenticationError,
@@ -27,6 +25,9 @@ from ..errors import (
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, State, WireRequest
 from .http import HostedProvider, Reply
+
+if TYPE_CHECKING:
+    import httpx
 
 MODEL = "MiniMax-Hailuo-02"
 SUBMIT_PATH = "/v1/video_generation"

@@ -12,15 +12,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, WireRequest
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
+
+if TYPE_CHECKING:
+    import httpx
 
 MODEL = "minimax:3@1"
 PATH = "/v1"

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, ClassVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, State, WireRequest
 from .http import HostedProvider, Reply, provider_message
+
+if TYPE_CHECKING:
+    import httpx
 
 ENDPOINTS = {  # resolution -> submit path
     "768p": "/api/v3/minimax/hailuo-02/standard",
