@@ -7,10 +7,10 @@ destination and renamed into place, so a reader never sees half a clip or half a
 
 from __future__ import annotations
 
-import glob
 import math
 import os
 import random
+import re
 import secrets
 import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -242,7 +242,7 @@ def _later(frame: VideoFrame, than: VideoFrame) -> bool:
 def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
     """Run `write` on a temporary path beside `dest`, then rename it over `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _remove_orphans(dest)
+    _remove_orphans(dest.parent)
     # Named, not created, here: the writer creates it, with the usual permissions.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
@@ -258,11 +258,20 @@ def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _remove_orphans(dest: Path) -> None:
-    """Temporary files of `dest` whose writer was killed: the pid in the name is gone."""
-    for tmp in dest.parent.glob(f".{glob.escape(dest.name)}.*.tmp"):
-        pid = tmp.name[len(dest.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+_TEMP_NAME = re.compile(r"\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp")  # as _atomic_write names them
+_SWEPT: set[Path] = set()
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temporary files in `folder` whose writer was killed (the pid in the name is gone), looked
+    for once per folder and process: a look per file written made writing the frames of N
+    scenes read the folder N times."""
+    if folder in _SWEPT:
+        return
+    _SWEPT.add(folder)
+    for tmp in folder.glob(".*.tmp"):
+        found = _TEMP_NAME.fullmatch(tmp.name)
+        if found and not _alive(int(found.group(2))):
             tmp.unlink(missing_ok=True)
 
 
