@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import glob
 import hashlib
 import os
 import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import DownloadError, OutputExpired
 
@@ -66,13 +65,30 @@ class _Retry(Exception):
     pass
 
 
+def _make_durable(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())
+
+
+# folder -> clip name -> partial files found there by this process's first download into it
+_STALE: dict[Path, dict[str, list[Path]]] = {}
+
+
 def _remove_stale_parts(dest: Path) -> None:
     """Partial files of `dest` left by a render that was killed mid-download.
 
     Only one render of a spec runs at a time (the lockfile's lock) and this scene's download
-    is starting, so any found now are stale.
+    is starting, so any found now are stale. The folder is read once per process, not once per
+    download (a folder of a thousand clips is read a thousand times otherwise): a partial file
+    made after that look is one of this process's own, which removes it itself.
     """
-    for part in dest.parent.glob(f".{glob.escape(dest.name)}.*.part"):
+    found = _STALE.get(dest.parent)
+    if found is None:
+        found = {}
+        for part in dest.parent.glob(".*.part"):  # .NAME.XXXXXXXX.part, as _once names them
+            found.setdefault(part.name[1:].rsplit(".", 2)[0], []).append(part)
+        _STALE[dest.parent] = found
+    for part in found.pop(dest.name, ()):
         with contextlib.suppress(OSError):
             part.unlink()
 
@@ -112,8 +128,9 @@ async def _once(client: httpx.AsyncClient, url: str, dest: Path, job_id: str) ->
                 raise _Retry(f"truncated: got {size:,} of {int(expected):,} bytes")
             if size == 0:
                 raise _Retry("empty response")
-            out.flush()
-            os.fsync(out.fileno())
+            # in a thread: on the event loop, an fsync stalls every poll under way, by tens of
+            # milliseconds when the disk is busy (as when many jobs end together)
+            await asyncio.to_thread(_make_durable, out)
         os.replace(tmp, dest)
         return Downloaded(dest, digest.hexdigest(), size)
     except OSError as err:
