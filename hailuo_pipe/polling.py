@@ -68,9 +68,13 @@ class PollSchedule:
         return _clamp(start * ratio ** (k + self.phase) - elapsed, self.min_delay, self.max_delay)
 
     def _informed(self, elapsed: float, known: Estimate) -> float:
-        step = _clamp(0.025 * known.typical, self.min_delay / 2, self.max_delay / 4)
+        # denser where jobs end alike (a narrow window costs few polls), sparser where their
+        # durations spread (a wide window polled densely would cost many)
+        spread = known.typical - known.early
+        step = _clamp(spread / 4, 0.0125 * known.typical, 0.025 * known.typical)
+        step = _clamp(step, self.min_delay / 4, self.max_delay / 4)
         # observations include their own detection delay, so the window opens a little early
-        opens = known.early - max(0.05 * known.typical, 2 * step)
+        opens = known.early - max(0.025 * known.typical, 2 * step)
         if elapsed < opens:
             return min(opens - elapsed, self.max_delay)
         closes = known.typical + 4 * step

@@ -324,6 +324,23 @@ def test_learnt_schedule_sleeps_until_the_typical_end_then_checks_densely() -> N
         estimator.observe("minimax", seconds)
     polls, delay = simulate(estimator.schedule("minimax"), 2.0)
     assert polls <= 6 and delay <= 0.2
+
+
+def test_learnt_schedule_is_denser_where_jobs_end_alike() -> None:
+    from hailuo_pipe.polling import DurationEstimator
+
+    estimator = DurationEstimator()
+    for seconds in (120.0, 120.2, 120.1, 119.9):
+        estimator.observe("alike", seconds)
+    for seconds in (70.0, 95.0, 120.0, 150.0, 180.0):
+        estimator.observe("spread", seconds)
+    tight = estimator.schedule("alike")
+    wide = estimator.schedule("spread")
+    # inside their windows: 1.5 s between polls when jobs end alike, 3 s when they spread
+    assert tight.next_delay(120.0) == pytest.approx(1.5, rel=0.01)
+    assert wide.next_delay(120.0) == pytest.approx(3.0, rel=0.01)
+    polls, delay = simulate(estimator.schedule("alike"), 120.0)
+    assert polls <= 8 and delay <= 1.5  # four waits of at most 30 s, then the window
     # a job far later than all before it is still polled, ever more sparsely
     late = estimator.schedule("runware")
     assert 0.5 <= late.next_delay(60) <= 30
