@@ -121,3 +121,41 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
         holder.join(10)
     with exclusive(path):  # free again once the holder is gone
         pass
+
+
+def test_group_writer_coalesces_and_reports_failures_to_each_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from hailuo_pipe import lockfile
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    writes: list[set[str]] = []
+    real = lockfile.write_lockfile
+
+    def counted(path: Path, data: bytes) -> None:
+        if fail:
+            raise LockfileError("disk full")
+        real(path, data)
+        writes.append(set(json.loads(data)["scenes"]))
+
+    monkeypatch.setattr(lockfile, "write_lockfile", counted)
+
+    async def many(prefix: str) -> list[object]:
+        writer = lockfile.GroupWriter(lock)
+        puts = [writer.put(f"{prefix}{i}", entry()) for i in range(20)]
+        return await asyncio.gather(*puts, return_exceptions=True)
+
+    fail = False
+    asyncio.run(many("a"))
+    # everyone's change is on disk, in far fewer writes than changes
+    assert len(writes) < 20 and writes[-1] == {f"a{i}" for i in range(20)}
+    assert set(json.loads((tmp_path / "s.lock").read_text())["scenes"]) == writes[-1]
+
+    fail = True
+    outcomes = asyncio.run(many("b"))
+    assert all(isinstance(o, LockfileError) for o in outcomes)  # each caller hears of it
+    fail = False
+    asyncio.run(many("c"))  # and a later change is written, with everything before it
+    assert len(writes[-1]) == 60
