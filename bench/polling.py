@@ -39,6 +39,7 @@ def main() -> None:
             seen[event.scene] = time.time()
 
     with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=args.seconds) as emu:
+        emu.warm()
         board = load_storyboard(write(Path(tmp), independent(args.jobs)))
         started = time.monotonic()
         render(

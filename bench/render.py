@@ -83,6 +83,7 @@ def timed_render(spec: Path, emu: Emulator, concurrency: int) -> float:
 
 def fanout() -> None:
     with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=2.0) as emu:
+        emu.warm()
         spec = write(Path(tmp), independent(100))
         wall = timed_render(spec, emu, concurrency=20)
         polls = len(emu.requests("poll"))
@@ -94,6 +95,7 @@ def fanout() -> None:
 
 def chained() -> None:
     with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=1.0) as emu:
+        emu.warm()
         spec = write(Path(tmp), chain(10))
         wall = timed_render(spec, emu, concurrency=4)
         print(
@@ -104,6 +106,7 @@ def chained() -> None:
 
 def noop() -> None:
     with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=0.05) as emu:
+        emu.warm()
         spec = write(Path(tmp), independent(1000, provider="runware"))
         setup = timed_render(spec, emu, concurrency=64)
         before = len(emu.requests())

@@ -26,11 +26,21 @@ def clip_bytes(clip_path: str | None = None, min_bytes: int = 0, seed: int = 0) 
     return found
 
 
-def warm() -> None:
-    """Make the default variants ahead of the first downloads (about 50 ms each)."""
-    threading.Thread(
-        target=lambda: [clip_bytes(seed=i) for i in range(VARIANTS)], daemon=True
-    ).start()
+_warming: threading.Thread | None = None
+
+
+def warm(*, wait: bool = False) -> None:
+    """Make the default variants ahead of the first downloads (about 50 ms each), in a thread;
+    `wait` returns once they are made (a benchmark's clock must not count this CPU work)."""
+    global _warming
+    with _lock:
+        if _warming is None:
+            _warming = threading.Thread(
+                target=lambda: [clip_bytes(seed=i) for i in range(VARIANTS)], daemon=True
+            )
+            _warming.start()
+    if wait:
+        _warming.join()
 
 
 def _make(min_bytes: int, seed: int) -> bytes:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .apis import Req, Resp, route
-from .clip import clip_bytes
+from .clip import clip_bytes, warm
 from .state import State
 
 SECRET_HEADERS = ("authorization", "x-api-key")
@@ -162,6 +162,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(Resp(200, {"config": _jsonable(state.config)}))
         elif method == "POST" and path == "/_emulator/reset":
             state.reset()
+            self._send(Resp(200, {"ok": True}))
+        elif method == "POST" and path == "/_emulator/warm":
+            warm(wait=True)
             self._send(Resp(200, {"ok": True}))
         elif method == "GET" and path == "/_emulator/requests":
             with state.lock:
