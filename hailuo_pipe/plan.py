@@ -13,7 +13,8 @@ Like `terraform plan`: nothing is sent anywhere. A scene's action is one of
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -126,34 +127,59 @@ def make_plan(
     wanted = graph.closure(only) if only is not None else None
     base = board.path.parent
     remember_hashes(board.render_dir)
-    frames: dict[tuple[str, str], str] = {}
-    steps: list[Step] = []
-    for scene_id in graph.topological():
-        if wanted is not None and scene_id not in wanted:
-            continue
-        scene = board.scene(scene_id)
-        step = _step(
-            scene, lock.scenes.get(scene_id), frames, base, scene_id in force, scene_id in resubmit
-        )
-        if cache is not None:
-            step = _from_cache(step, cache)
-        steps.append(step)
-        if step.cached is not None:
-            for which, record in step.cached.files.items():
-                frames[(scene_id, which)] = "sha256:" + record.sha256
-        elif step.action in ("reuse", "fetch") and step.entry is not None:
-            for which, record in step.entry.frames.items():
-                frames[(scene_id, which)] = "sha256:" + record.sha256
-    return Plan(tuple(steps))
+
+    def plan_with(lookup: Lookup | None) -> tuple[Step, ...]:
+        frames: dict[tuple[str, str], str] = {}
+        steps: list[Step] = []
+        for scene_id in graph.topological():
+            if wanted is not None and scene_id not in wanted:
+                continue
+            entry = lock.scenes.get(scene_id)
+            scene = board.scene(scene_id)
+            step = _step(scene, entry, frames, base, scene_id in force, scene_id in resubmit)
+            if lookup is not None and _cacheable(step):
+                step = _from_cache(step, lookup)
+            steps.append(step)
+            if step.cached is not None:
+                for which, record in step.cached.files.items():
+                    frames[(scene_id, which)] = "sha256:" + record.sha256
+            elif step.action in ("reuse", "fetch") and step.entry is not None:
+                for which, record in step.entry.frames.items():
+                    frames[(scene_id, which)] = "sha256:" + record.sha256
+        return tuple(steps)
+
+    if cache is None:
+        return Plan(plan_with(None))
+    # One at a time, each look-up costs a round trip to the cache (S3): first every fingerprint
+    # the plan would ask about if nothing were found is looked up at once; a scene chained to one
+    # that is found gets another fingerprint, looked up when the plan meets it.
+    asked = {s.fingerprint for s in plan_with(None) if _cacheable(s) and s.fingerprint}
+    found = _look_up_all(cache, asked)
+    return Plan(plan_with(lambda fp: found[fp] if fp in found else cache.lookup(fp)))
 
 
-def _from_cache(step: Step, cache: Cache) -> Step:
-    """A scene that would be generated (or fetched from its job) but is in the shared cache."""
-    if step.fingerprint is None or step.action not in SPENDING | {"fetch"}:
-        return step
-    if providers.get(step.scene.provider).local:
-        return step
-    hit = cache.lookup(step.fingerprint)
+Lookup = Callable[[str], "CachedResult | None"]
+
+
+def _look_up_all(cache: Cache, fingerprints: Collection[str]) -> dict[str, CachedResult | None]:
+    if len(fingerprints) <= 1:
+        return {fp: cache.lookup(fp) for fp in fingerprints}
+    with ThreadPoolExecutor(max_workers=min(16, len(fingerprints))) as pool:
+        return dict(zip(fingerprints, pool.map(cache.lookup, fingerprints), strict=True))
+
+
+def _cacheable(step: Step) -> bool:
+    """A scene that would be generated (or fetched from its job): the shared cache may have it."""
+    return (
+        step.fingerprint is not None
+        and step.action in SPENDING | {"fetch"}
+        and not providers.get(step.scene.provider).local
+    )
+
+
+def _from_cache(step: Step, lookup: Lookup) -> Step:
+    assert step.fingerprint is not None
+    hit = lookup(step.fingerprint)
     if hit is None:
         return step
     who = f" by {hit.pushed_by}" if hit.pushed_by else ""

@@ -387,3 +387,55 @@ def test_waiting_for_another_holder_keeps_no_slot(emulator: Emulator, tmp_path: 
 def hashes_so_far(spec: Path) -> set[str]:
     lock = Lockfile.load(spec.with_suffix(".lock"), spec.stem)
     return {scene_id for scene_id, entry in lock.scenes.items() if entry.state == "done"}
+
+
+def test_plan_looks_the_cache_up_at_once_and_again_below_a_hit(write_spec) -> None:
+    """Twelve scenes cost about one round trip's wait, not twelve; a scene chained to a hit gets
+    its fingerprint from the cached frame, and that one is looked up too."""
+    from hailuo_pipe.cache import CachedResult
+    from hailuo_pipe.lockfile import FileRecord, Lockfile
+    from hailuo_pipe.plan import make_plan
+    from hailuo_pipe.validate import load_storyboard
+
+    scenes = "".join(
+        f'  - id: s{i:02d}\n    prompt: "[Static shot] {i}"\n'
+        f"    image: https://example.com/{i}.jpg\n"
+        for i in range(12)
+    )
+    spec = write_spec(
+        "version: 1\nname: many\ndefaults:\n  provider: runware\nscenes:\n"
+        + scenes
+        + '  - id: next\n    prompt: "[Push in] after"\n    image: {from: s00, frame: last}\n'
+    )
+    board = load_storyboard(spec)
+    lock = Lockfile.load(board.lock_path, board.name)
+    first = make_plan(board, lock).step("s00").fingerprint
+    hit = CachedResult(
+        first or "", "runware", "job-0", 0.28, 1, {"last": FileRecord("last.png", "ab" * 32, 9)}
+    )
+
+    class Slow:
+        """A cache whose every look-up takes a round trip."""
+
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+            self.at_once = self.max_at_once = 0
+            self.mutex = threading.Lock()
+
+        def lookup(self, fingerprint: str) -> CachedResult | None:
+            with self.mutex:
+                self.asked.append(fingerprint)
+                self.at_once += 1
+                self.max_at_once = max(self.max_at_once, self.at_once)
+            time.sleep(0.05)
+            with self.mutex:
+                self.at_once -= 1
+            return hit if fingerprint == first else None
+
+    cache = Slow()
+    plan = make_plan(board, lock, cache=cache)  # type: ignore[arg-type]
+    assert plan.step("s00").action == "fetch" and plan.step("s00").cached == hit
+    assert cache.max_at_once > 1  # the first look-ups ran together
+    below = plan.step("next").fingerprint
+    assert below is not None and below not in cache.asked[:12] and cache.asked[-1] == below
+    assert len(cache.asked) == 13  # 12 at once, then the one below the hit
