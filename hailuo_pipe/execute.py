@@ -733,19 +733,13 @@ class _Run:
         return await loop.run_in_executor(self.decoders, self._extract_frames, scene, clip)
 
     def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
-        from . import media  # PyAV takes a tenth of a second to import: only when needed
-
         pngs = {which: self._frame_path(scene, which) for which in ("first", "last")}
         try:
-            media.extract_frames(clip, pngs)
+            return sharing.frame_records(clip, pngs, self.base)
         except MediaError as err:
             raise MediaError(
                 f"{scene.id}: the downloaded clip is not a readable video ({err})"
             ) from None
-        return {
-            which: FileRecord(self._rel(png), sha256_file(png), png.stat().st_size)
-            for which, png in pngs.items()
-        }
 
     def _clip_path(self, scene: Scene) -> Path:
         return self.board.render_dir / f"{scene.id}.mp4"

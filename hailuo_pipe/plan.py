@@ -31,6 +31,7 @@ from .storyboard import Scene, Storyboard
 if TYPE_CHECKING:
     from .cache import Cache, CachedResult
 
+Lookup = Callable[[str], "CachedResult | None"]  # a fingerprint's entry in the shared cache
 Action = Literal["reuse", "create", "replace", "retry", "resume", "fetch", "blocked"]
 SPENDING: frozenset[str] = frozenset({"create", "replace", "retry"})
 
@@ -156,9 +157,6 @@ def make_plan(
     asked = {s.fingerprint for s in plan_with(None) if _cacheable(s) and s.fingerprint}
     found = _look_up_all(cache, asked)
     return Plan(plan_with(lambda fp: found[fp] if fp in found else cache.lookup(fp)))
-
-
-Lookup = Callable[[str], "CachedResult | None"]
 
 
 def _look_up_all(cache: Cache, fingerprints: Collection[str]) -> dict[str, CachedResult | None]:

@@ -335,21 +335,27 @@ def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[Sy
 
 def _with_frames(entry: Entry, board: Storyboard, scene_id: str, base: Path) -> Entry:
     """An entry pushed without its frames gets them extracted here, as a render would."""
-    from . import media  # imported when needed: PyAV is slow to import
-
     if set(entry.frames) >= {"first", "last"}:
         return entry
     files = scene_files(board, scene_id)
     missing = {which: files[which] for which in ("first", "last") if which not in entry.frames}
     try:
-        media.extract_frames(files["clip"], missing)
+        made = frame_records(files["clip"], missing, base)
     except MediaError as err:
         raise MediaError(f"{scene_id}: the cached clip is not readable ({err})") from None
-    made = {
-        which: FileRecord(os.path.relpath(png, base), sha256_file(png), png.stat().st_size)
-        for which, png in missing.items()
-    }
     return replace(entry, frames={**entry.frames, **made})
+
+
+def frame_records(clip: Path, pngs: Mapping[str, Path], base: Path) -> dict[str, FileRecord]:
+    """Extract frames of `clip` ("first"/"last" -> PNG path) and record them as the lockfile
+    does, relative to `base`; MediaError when the clip cannot be read."""
+    from . import media  # imported when needed: PyAV takes a tenth of a second to import
+
+    media.extract_frames(clip, pngs)
+    return {
+        which: FileRecord(os.path.relpath(png, base), sha256_file(png), png.stat().st_size)
+        for which, png in pngs.items()
+    }
 
 
 def gc_cache(
