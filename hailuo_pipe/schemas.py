@@ -192,7 +192,8 @@ class SchemaMemo:
         self._known: set[str] = set()
         self._used: set[str] = set()
         if path is not None:
-            with contextlib.suppress(OSError, UnicodeDecodeError):
+            # ValueError: a path no file can have (a NUL in a name not yet checked by the schema)
+            with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
                 self._known = set(path.read_text(encoding="utf-8").split())
 
     def document_problems(self, doc: Document) -> list[Problem]:
@@ -220,7 +221,7 @@ class SchemaMemo:
         storyboard's render folder exists: validating never creates folders."""
         if self.path is None or self._used == self._known or not self.path.parent.is_dir():
             return
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):
             atomic_write(self.path, "".join(f"{d}\n" for d in sorted(self._used)).encode())
 
 

@@ -152,6 +152,8 @@ def mutate(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
 @SETTINGS
 @given(mutations=st.lists(st.tuples(PATHS, JUNK), min_size=1, max_size=4))
 @example(mutations=[(("scenes", 0, "image"), "\x00")])  # found by a 3,000-example run
+@example(mutations=[(("name",), "\x00")])  # found by CI: the name locates the schema memo
+@example(mutations=[(("name",), "n" * 300)])  # a name too long for any file system
 def test_mutated_storyboards_end_in_success_or_located_errors(
     folder: Path, mutations: list[tuple[tuple[Any, ...], Any]]
 ) -> None:
