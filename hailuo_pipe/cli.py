@@ -190,6 +190,17 @@ def _print_plan(plan: Plan, board: Storyboard) -> None:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option("--force", multiple=True, metavar="SCENE", help="Plan this scene again.")
+@click.option(
+    "--scene", "scenes", multiple=True, metavar="ID", help="Plan only this scene and its needs."
+)
+@click.option(
+    "--resubmit", multiple=True, metavar="ID", help="Plan to submit anew a scene parked unknown."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="Save the plan to FILE, for review; 'render --plan FILE' applies exactly it.",
+)
 @json_option
 @reports_errors
 def plan(
@@ -197,15 +208,38 @@ def plan(
     variables: tuple[str, ...],
     provider: str | None,
     force: tuple[str, ...],
+    scenes: tuple[str, ...],
+    resubmit: tuple[str, ...],
+    out: str | None,
     as_json: bool,
 ) -> None:
     """Show what a render would do, why, and what it would cost. Nothing is sent."""
+    from .saved_plan import PlanOptions, SavedPlan
     from .sharing import open_for
 
     board = _load(spec, variables, provider)
+    options = PlanOptions(
+        variables=_parse_vars(variables),
+        provider=provider,
+        force=tuple(sorted(_scene_ids(board, force, "--force"))),
+        resubmit=tuple(sorted(_scene_ids(board, resubmit, "--resubmit"))),
+        only=tuple(sorted(_scene_ids(board, scenes, "--scene"))) if scenes else None,
+    )
     lock = Lockfile.load(board.lock_path, board.name)
     # scenes in the shared cache are shown as `fetch` at $0, as render will do them
-    the_plan = make_plan(board, lock, force=set(force), cache=open_for(board, os.environ))
+    the_plan = make_plan(
+        board,
+        lock,
+        force=set(options.force),
+        resubmit=set(options.resubmit),
+        only=options.only,
+        cache=open_for(board, os.environ),
+    )
+    if out is not None:
+        saved = SavedPlan.of(
+            the_plan, name=board.name, spec=board.path, lockfile=board.lock_path, options=options
+        )
+        saved.write(Path(out))
     if as_json:
         click.echo(
             json.dumps(
@@ -220,6 +254,9 @@ def plan(
     else:
         click.echo(f"{spec} ({board.name}):")
         _print_plan(the_plan, board)
+        if out is not None:
+            click.echo(f"Saved the plan to {out}; apply exactly it with: "
+                       f"hailuo-pipe render {spec} --plan {out}")
 
 
 @main.command()
@@ -355,6 +392,12 @@ def _adoptions(board: Storyboard, pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option(
     "--wait", is_flag=True, help="Wait for another render of this spec to finish (for make -j)."
 )
+@click.option(
+    "--plan",
+    "plan_file",
+    type=click.Path(dir_okay=False),
+    help="Apply exactly this saved plan (from plan --out), or refuse it if it is stale.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="Print only the summary and errors.")
 @json_option
 @reports_errors
@@ -370,6 +413,7 @@ def render(
     adopt: tuple[str, ...],
     max_cost: float | None,
     wait: bool,
+    plan_file: str | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -381,9 +425,43 @@ def render(
     from .progress import LiveLines, LogLines
     from .progress import quiet as silent
 
+    saved = None
+    if plan_file is not None:
+        from .saved_plan import SavedPlan
+
+        given = [
+            name
+            for name, value in (
+                ("--var", variables),
+                ("--provider", provider),
+                ("--scene", scenes),
+                ("--force", force),
+                ("--resubmit", resubmit),
+                ("--adopt", adopt),
+            )
+            if value
+        ]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} cannot go with --plan: the saved plan fixes what it "
+                "renders; make a new plan with them instead"
+            )
+        saved = SavedPlan.read(Path(plan_file))
+        variables = tuple(f"{k}={v}" for k, v in saved.options.variables.items())
+        provider = saved.options.provider
+        force, resubmit = tuple(saved.options.force), tuple(saved.options.resubmit)
+        scenes = tuple(saved.options.only or ())
     board = _load(spec, variables, provider)
     only = _scene_ids(board, scenes, "--scene") if scenes else None
+    if saved is not None and saved.options.only is not None:
+        only = set(saved.options.only)
     live = not (quiet or as_json) and sys.stderr.isatty()
+
+    def show(the_plan: Plan) -> None:
+        if not (quiet or as_json):
+            _print_plan(the_plan, board)
+            click.echo("")
+
     options = RenderOptions(
         concurrency=concurrency,
         per_provider=per_provider,
@@ -395,22 +473,9 @@ def render(
         on_event=silent if quiet or as_json else (LiveLines() if live else LogLines()),
         tick=1.0 if live else None,
         wait=wait,
+        on_plan=show,
+        saved_plan=saved,
     )
-    if not (quiet or as_json):
-        from .sharing import open_for
-
-        lock = Lockfile.load(board.lock_path, board.name)
-        lock.adopt(options.adopt)  # refused here, before the plan is shown, when it cannot be
-        the_plan = make_plan(
-            board,
-            lock,
-            force=options.force,
-            resubmit=options.resubmit,
-            only=only,
-            cache=open_for(board, os.environ),
-        )
-        _print_plan(the_plan, board)
-        click.echo("")
     try:
         result = run_render(board, options)
     except KeyboardInterrupt:
@@ -425,13 +490,15 @@ def render(
 
 
 def _failure(result: Any) -> str:
-    """`SCENE: what happened (job ID)`: the scene once, and its job whenever one exists, so
-    the user can find it at the provider."""
+    """`SCENE: what happened (job ID); what to do`: the scene once, and its job whenever one
+    exists, so the user can find it at the provider."""
     text = result.error or result.outcome
     if not text.startswith(f"{result.scene}: "):
         text = f"{result.scene}: {text}"
     if result.job_id and result.job_id not in text:
         text += f" (job {result.job_id})"
+    if result.hint:
+        text += f"; {result.hint}"
     return str(text)
 
 
@@ -445,7 +512,10 @@ def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> 
                     "ok": not result.failed and not result.interrupted,
                     "interrupted": result.interrupted,
                     "spent": result.spent,
+                    "planned": result.planned,
+                    "in_flight": result.in_flight,
                     "cut": result.cut,
+                    "cut_skipped": result.cut_skipped,
                     "scenes": [r.__dict__ for r in result.results],
                 },
                 indent=2,
@@ -454,6 +524,11 @@ def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> 
     else:
         for r in result.failed:
             click.echo(f"error: {_scrub(_failure(r))}", err=True)
+        for r in result.results:
+            if r.outcome == "interrupted" and r.hint:
+                click.echo(f"{r.scene}: interrupted; {r.hint}", err=True)
+        if result.cut_skipped:
+            click.echo(result.cut_skipped, err=True)
         click.echo(f"{spec}: {summary_line(result)}")
         if result.cut:
             click.echo(f"cut: {board.path.parent / result.cut}")

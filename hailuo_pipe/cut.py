@@ -16,8 +16,8 @@ class CutNotReady(HailuoPipeError):
 
 
 def cut_fingerprint(board: Storyboard, lock: Lockfile) -> str:
-    assert board.output is not None
-    digest = hashlib.sha256(board.output.path.encode())
+    assert board.output is not None and board.cut_path is not None
+    digest = hashlib.sha256(board.cut_path.encode())
     for scene_id in board.output.sequence:
         record = lock.scenes[scene_id].output
         assert record is not None
@@ -35,24 +35,26 @@ def assemble(board: Storyboard, lock: Lockfile) -> str:
         raise CutNotReady(f"the cut needs scenes that are not rendered yet: {', '.join(missing)}")
     base = board.path.parent
     fingerprint = cut_fingerprint(board, lock)
-    dest = base / board.output.path
+    path = board.cut_path
+    assert path is not None
+    dest = base / path
     if (
         lock.cut is not None
         and lock.cut_fingerprint == fingerprint
-        and lock.cut.path == board.output.path
+        and lock.cut.path == path
         and _intact(board, lock.cut)
     ):
-        return board.output.path
+        return path
     clips = []
     for scene_id in board.output.sequence:
         record = lock.scenes[scene_id].output
         assert record is not None
         clips.append(base / record.path)
     media.stitch(clips, dest)
-    lock.cut = FileRecord(board.output.path, sha256_file(dest), dest.stat().st_size)
+    lock.cut = FileRecord(path, sha256_file(dest), dest.stat().st_size)
     lock.cut_fingerprint = fingerprint
     lock.save()
-    return board.output.path
+    return path
 
 
 def _intact(board: Storyboard, record: FileRecord) -> bool:

@@ -49,6 +49,10 @@ class AdoptRefused(HailuoPipeError):
     """--adopt names a scene that is not waiting on a lost submission, or a malformed job id."""
 
 
+class StalePlan(HailuoPipeError):
+    """A saved plan that no longer describes what a render would do: nothing is sent."""
+
+
 class LockHeldError(HailuoPipeError):
     """Another process is rendering the same storyboard right now."""
 

@@ -14,7 +14,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,8 +33,10 @@ from .errors import (
     JobFailed,
     LockfileError,
     MediaError,
+    OutputExpired,
     ProviderError,
     RateLimited,
+    StalePlan,
     SubmitUncertain,
     TransientError,
 )
@@ -42,13 +44,15 @@ from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
-from .plan import SPENDING, Plan, Step, _step, make_plan
+from .plan import SPENDING, Plan, Step, decide, make_plan
 from .polling import DurationEstimator, PollSchedule
 from .providers.base import JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
 
 if TYPE_CHECKING:
     import httpx
+
+    from .saved_plan import SavedPlan
 
 JOB_TIMEOUT = 60 * 60.0  # a job still running after an hour is left to a later run
 SUBMITS_FIRST_FOR = 1.0  # seconds a finished job's download waits for submits under way
@@ -65,13 +69,21 @@ class Event:
     elapsed: float = 0.0
 
 
+# failed: its own error; skipped: something it needs failed; interrupted: stopped by Ctrl-C
+# or SIGTERM while under way; not started: the render stopped before it began
+FAILED = ("failed", "skipped")
+STOPPED = ("interrupted", "not started")
+
+
 @dataclass(frozen=True)
 class SceneResult:
     scene: str
-    outcome: str  # reused | rendered | resumed | fetched | failed | skipped | interrupted
+    outcome: str  # reused | rendered | resumed | fetched | failed | skipped | interrupted | ...
     cost: float = 0.0
     error: str | None = None
     job_id: str | None = None
+    in_flight: float = 0.0  # the price of its job, still running at the provider
+    hint: str | None = None  # what the user can do about a failure
 
 
 @dataclass(frozen=True)
@@ -79,14 +91,25 @@ class RenderResult:
     results: tuple[SceneResult, ...]
     interrupted: bool = False
     cut: str | None = None  # path of the assembled cut, when the storyboard declares one
+    planned: float = 0.0  # what the plan priced the run at
+    cut_skipped: str | None = None  # why the storyboard's cut was not assembled
 
     @property
     def failed(self) -> list[SceneResult]:
-        return [r for r in self.results if r.outcome in ("failed", "skipped")]
+        return [r for r in self.results if r.outcome in FAILED]
 
     @property
     def spent(self) -> float:
-        return sum(r.cost for r in self.results)
+        return _total(r.cost for r in self.results)
+
+    @property
+    def in_flight(self) -> float:
+        return _total(r.in_flight for r in self.results)
+
+
+def _total(amounts: Iterable[float]) -> float:
+    """Dollars added as decimals: 0.23 + 0.46 is 0.69, not 0.6900000000000001."""
+    return float(sum((Decimal(str(a)) for a in amounts), Decimal(0)))
 
 
 @dataclass
@@ -103,13 +126,15 @@ class RenderOptions:
     http_timeout: float = 60.0
     wait: bool = False  # queue behind another render of the same spec instead of refusing
     tick: float | None = None  # emit "tick" events this often, for live elapsed times
+    on_plan: Callable[[Plan], None] = lambda plan: None  # shown before anything is sent
+    saved_plan: SavedPlan | None = None  # the reviewed plan this render must match exactly
 
 
 class Interrupted(Exception):
     pass
 
 
-class _SceneFailed(Exception):
+class NotStarted(Exception):
     pass
 
 
@@ -139,8 +164,14 @@ def configure(plan: Plan, environ: Mapping[str, str]) -> dict[str, Provider]:
 
 
 def render(board: Storyboard, options: RenderOptions | None = None) -> RenderResult:
-    """Render under the spec's lock; Ctrl-C or SIGTERM stops new submits, resumably."""
+    """Render under the spec's lock; Ctrl-C or SIGTERM stops new submits, resumably.
+
+    The plan is made once, under the lock, shown through `on_plan`, checked against the saved
+    plan and the budget, and then is what runs: a chained scene alone is decided again, by
+    the same `decide`, once the frames it takes exist."""
     opts = options or RenderOptions()
+    if board.rehearsal:
+        board.render_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(board.lock_path, wait=opts.wait):
         lock = Lockfile.load(board.lock_path, board.name)
         if opts.adopt:
@@ -150,6 +181,17 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
         plan = make_plan(
             board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only, cache=cache
         )
+        if opts.saved_plan is not None:
+            try:
+                opts.saved_plan.check(
+                    plan, name=board.name, spec=board.path, lockfile=board.lock_path
+                )
+            except StalePlan as err:
+                raise StalePlan(
+                    f"the saved plan is stale: {err}; nothing was submitted. Review a new "
+                    "one (hailuo-pipe plan --out FILE)"
+                ) from None
+        opts.on_plan(plan)
         check_budget(plan, opts.max_cost)
         configured = configure(plan, opts.environ)
         shared = (
@@ -199,7 +241,7 @@ class _Run:
         self.base = board.path.parent
         self.graph = Graph.of(board.scenes)
         self.frames: dict[tuple[str, str], str] = {}
-        self.done: dict[str, asyncio.Future[bool]] = {}
+        self.done: dict[str, asyncio.Future[str]] = {}  # scene -> its outcome
         self.stop = asyncio.Event()
         self.estimator = DurationEstimator()
         self.learnt: dict[str, asyncio.Event] = {}  # set when a job of that provider finishes
@@ -236,11 +278,19 @@ class _Run:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
-        cut = None
-        if not self.stop.is_set() and self.board.output and self.opts.only is None:
-            cut = await asyncio.to_thread(self._cut)
         order = [s.scene.id for s in self.plan.steps]
-        return RenderResult(tuple(self.results[i] for i in order), self.stop.is_set(), cut)
+        results = tuple(self.results[i] for i in order)
+        cut, skipped = None, None
+        if self.board.output and self.opts.only is None:
+            unfinished = [r.scene for r in results if r.outcome in FAILED + STOPPED]
+            needed = [s for s in self.board.output.sequence if s in unfinished]
+            if needed:
+                skipped = f"the cut was not assembled: {', '.join(needed)} did not finish"
+            else:
+                cut = await asyncio.to_thread(self._cut)
+        return RenderResult(
+            results, self.stop.is_set(), cut, planned=float(self.plan.cost), cut_skipped=skipped
+        )
 
     async def _tick(self) -> None:
         while True:
@@ -283,32 +333,52 @@ class _Run:
 
     async def _scene(self, planned: Step) -> None:
         scene = planned.scene
-        ok = False
+        result = SceneResult(scene.id, "not started")
         try:
-            blocked = await self._wait_for_inputs(scene)
-            if blocked:
-                self.results[scene.id] = SceneResult(
-                    scene.id, "skipped", error=f"needs {blocked}, which failed"
-                )
-                self.emit(scene, "skipped", f"needs {blocked}, which failed")
-                return
-            step = planned if self._inputs_as_planned(scene) else self._replan(scene)
-            result = await self._act(step)
-            self.results[scene.id] = result
-            ok = result.outcome not in ("failed", "skipped", "interrupted")
+            dep, outcome = await self._wait_for_inputs(scene)
+            if outcome in STOPPED:
+                result = SceneResult(scene.id, "not started", error=f"needs {dep}, {outcome}")
+            elif dep is not None:
+                result = SceneResult(scene.id, "skipped", error=f"needs {dep}, which failed")
+            else:
+                step = planned if self._inputs_as_planned(scene) else self._replan(scene)
+                result = await self._act(step)
+        except NotStarted:
+            result = SceneResult(scene.id, "not started")
         except Interrupted:
-            self.results[scene.id] = SceneResult(scene.id, "interrupted")
-            self.emit(scene, "interrupted")
+            result = self._interrupted(scene)
         except HailuoPipeError as err:
-            entry = self.lock.scenes.get(scene.id)
-            self.results[scene.id] = SceneResult(
-                scene.id, "failed", error=str(err), job_id=entry.job_id if entry else None
-            )
-            self.emit(scene, "failed", str(err))
+            result = self._failed(scene, err)
         finally:
-            if ok:
+            self.results[scene.id] = result
+            if result.outcome not in FAILED + STOPPED:
                 self._record_frames(scene.id)
-            self.done[scene.id].set_result(ok)
+            if result.outcome not in ("rendered", "resumed", "fetched"):  # those said "done"
+                self.emit(scene, result.outcome, result.error or "")
+            self.done[scene.id].set_result(result.outcome)
+
+    def _interrupted(self, scene: Scene) -> SceneResult:
+        """A scene stopped under way; a job of it still running at the provider is in flight
+        (paid for, resumed by the next render), and says so."""
+        entry = self.lock.scenes.get(scene.id)
+        if entry is None or entry.state != "submitted":
+            return SceneResult(scene.id, "interrupted")
+        price = float(providers.get(scene.provider)().price(scene))
+        return SceneResult(
+            scene.id,
+            "interrupted",
+            job_id=entry.job_id,
+            in_flight=price,
+            hint=f"job {entry.job_id} is still running at the provider: render again to "
+            "resume it (free)",
+        )
+
+    def _failed(self, scene: Scene, err: HailuoPipeError) -> SceneResult:
+        entry = self.lock.scenes.get(scene.id)
+        job_id = entry.job_id if entry else None
+        return SceneResult(
+            scene.id, "failed", error=str(err), job_id=job_id, hint=_hint(scene, entry, err)
+        )
 
     def _inputs_as_planned(self, scene: Scene) -> bool:
         """The plan's step still holds when every scene it takes a frame from was reused:
@@ -321,7 +391,7 @@ class _Run:
 
     def _replan(self, scene: Scene) -> Step:
         """The step, now that the frames it takes from other scenes exist."""
-        return _step(
+        return decide(
             scene,
             self.lock.scenes.get(scene.id),
             self.frames,
@@ -330,11 +400,14 @@ class _Run:
             scene.id in self.opts.resubmit,
         )
 
-    async def _wait_for_inputs(self, scene: Scene) -> str | None:
+    async def _wait_for_inputs(self, scene: Scene) -> tuple[str | None, str]:
+        """The first scene this one needs that did not finish, and its outcome."""
         for dep in self.graph.needs[scene.id]:
-            if dep in self.done and not await self.done[dep]:
-                return dep
-        return None
+            if dep in self.done:
+                outcome = await self.done[dep]
+                if outcome in FAILED + STOPPED:
+                    return dep, outcome
+        return None, ""
 
     def _record_frames(self, scene_id: str) -> None:
         entry = self.lock.scenes.get(scene_id)
@@ -345,10 +418,9 @@ class _Run:
     async def _act(self, step: Step) -> SceneResult:
         scene, entry = step.scene, step.entry
         if step.action == "reuse":
-            self.emit(scene, "reused")
             return SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None)
         if self.stop.is_set():
-            raise Interrupted
+            raise NotStarted
         if self.shared and step.fingerprint and step.action in SPENDING | {"fetch"}:
             hit = step.cached or await self.shared.lookup(step.fingerprint)
             if hit is not None and not providers.get(scene.provider).local:
@@ -778,4 +850,25 @@ def summary_line(result: RenderResult) -> str:
     for r in result.results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     parts = [f"{n} {k}" for k, n in sorted(counts.items())]
-    return f"{', '.join(parts)}; spent ${result.spent:.2f}"
+    spend = f"spent ${result.spent:.2f} (planned ${result.planned:.2f})"
+    if result.in_flight:
+        spend += f", ${result.in_flight:.2f} in flight"
+    return f"{', '.join(parts)}; {spend}"
+
+
+def _hint(scene: Scene, entry: Entry | None, err: HailuoPipeError) -> str | None:
+    """What to do about a scene's failure, from what the lockfile now says of it."""
+    if isinstance(err, OutputExpired):
+        return (
+            f"the clip is gone at the provider: take it from a shared cache (hailuo-pipe cache "
+            f"pull) if one has it, or pay for it again with --force {scene.id}"
+        )
+    if entry is None:
+        return None
+    if entry.state == "failed":
+        return "render again to retry it (a new, paid job), or change the scene first"
+    if entry.state == "submitted":
+        return f"job {entry.job_id} is recorded: render again to resume it (free)"
+    if entry.state == "done":
+        return f"its clip is recorded: render again to fetch it (free), or --force {scene.id}"
+    return None  # submitting / unknown: the error itself names --adopt and --resubmit

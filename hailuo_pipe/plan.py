@@ -137,7 +137,7 @@ def make_plan(
                 continue
             entry = lock.scenes.get(scene_id)
             scene = board.scene(scene_id)
-            step = _step(scene, entry, frames, base, scene_id in force, scene_id in resubmit)
+            step = decide(scene, entry, frames, base, scene_id in force, scene_id in resubmit)
             if lookup is not None and _cacheable(step):
                 step = _from_cache(step, lookup)
             steps.append(step)
@@ -190,9 +190,11 @@ def _from_cache(step: Step, lookup: Lookup) -> Step:
     )
 
 
-def _step(
+def decide(
     scene: Scene, entry: Entry | None, frames: FrameHashes, base: Path, forced: bool, resubmit: bool
 ) -> Step:
+    """The one place a scene's action is chosen: from its lockfile entry, the hashes of the
+    frames it takes (None until they exist) and what the user asked for."""
     cls = providers.get(scene.provider)
     price = cls().price(scene)
     tokens = image_tokens(scene, frames)

@@ -197,5 +197,13 @@ def resolve(
         vars=r.variables,
         output=r.cut(),
         cache=doc.data.get("cache"),
+        rehearsal=provider is not None and _is_local(provider),
     )
     return board, r.problems
+
+
+def _is_local(provider: str) -> bool:
+    """A provider that renders on this machine, for free: overriding with it is a rehearsal."""
+    from . import providers
+
+    return provider in providers.PROVIDER_NAMES and providers.get(provider).local

@@ -82,6 +82,9 @@ class Cut:
     where: Location = Location(1, 1)
 
 
+REHEARSAL = "preview"  # the folder, under a storyboard's render folder, of its rehearsals
+
+
 def render_dir_of(spec: Path, name: str) -> Path:
     """Clips and extracted frames go here, one folder per storyboard beside the spec."""
     return spec.parent / "renders" / name
@@ -95,14 +98,30 @@ class Storyboard:
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)
     output: Cut | None = None
     cache: str | None = None
+    # A rehearsal (`--provider preview` over a storyboard of paid providers) lives in its own
+    # folder with its own lockfile, so it can never replace, re-id or delete a paid result.
+    rehearsal: bool = False
 
     @property
     def lock_path(self) -> Path:
+        if self.rehearsal:
+            return self.render_dir / f"{self.path.stem}.lock"
         return self.path.with_suffix(".lock")
 
     @property
     def render_dir(self) -> Path:
-        return render_dir_of(self.path, self.name)
+        home = render_dir_of(self.path, self.name)
+        return home / REHEARSAL if self.rehearsal else home
+
+    @property
+    def cut_path(self) -> str | None:
+        """Where the cut goes, relative to the spec's folder: a rehearsal's beside its clips."""
+        if self.output is None:
+            return None
+        if not self.rehearsal:
+            return self.output.path
+        name = Path(self.output.path).name
+        return (self.render_dir / name).relative_to(self.path.parent).as_posix()
 
     def scene(self, scene_id: str) -> Scene:
         return self._by_id[scene_id]
