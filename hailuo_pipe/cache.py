@@ -323,8 +323,14 @@ class CachedResult:
         try:
             if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
                 raise ValueError("unknown format version")
+            pixels = data.get("pixels") or {}  # frames' pixel digests, from scheme 2 on
             files = {
-                name: FileRecord(str(rec["path"]), str(rec["sha256"]), int(rec["size"]))
+                name: FileRecord(
+                    str(rec["path"]),
+                    str(rec["sha256"]),
+                    int(rec["size"]),
+                    str(pixels[name]) if name in pixels else None,
+                )
                 for name, rec in data["files"].items()
             }
             if "clip" not in files:
@@ -904,6 +910,7 @@ def records_of(entry: Entry) -> dict[str, FileRecord]:
 def meta_of(entry: Entry) -> dict[str, Any]:
     """The meta.json fields of a lockfile entry (never a secret: the lockfile holds none)."""
     return {
+        "pixels": {k: v.pixels for k, v in entry.frames.items() if v.pixels} or None,
         "provider": entry.provider,
         "job_id": entry.job_id,
         "cost": entry.cost,

@@ -36,6 +36,7 @@ SYMBOLS = {
     "retry": "+",
     "resume": ">",
     "fetch": "<",
+    "restore": "<",
     "blocked": "!",
 }
 
@@ -175,7 +176,7 @@ def _print_plan(plan: Plan, board: Storyboard) -> None:
         )
     parts = [
         f"{plan.count(a)} to {a}"
-        for a in ("create", "replace", "retry", "resume", "fetch")
+        for a in ("create", "replace", "retry", "resume", "fetch", "restore")
         if plan.count(a)
     ]
     if plan.count("blocked"):

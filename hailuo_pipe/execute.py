@@ -40,11 +40,12 @@ from .errors import (
     SubmitUncertain,
     TransientError,
 )
+from .fingerprint import SCHEME
 from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
-from .plan import SPENDING, Plan, Step, decide, make_plan
+from .plan import SPENDING, FrameSource, Plan, Step, decide, frame_sources, make_plan, pixels_of
 from .polling import DurationEstimator, PollSchedule
 from .providers.base import JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
@@ -240,7 +241,7 @@ class _Run:
         self.providers = configured
         self.base = board.path.parent
         self.graph = Graph.of(board.scenes)
-        self.frames: dict[tuple[str, str], str] = {}
+        self.frames: dict[tuple[str, str], FrameSource] = {}
         self.done: dict[str, asyncio.Future[str]] = {}  # scene -> its outcome
         self.stop = asyncio.Event()
         self.estimator = DurationEstimator()
@@ -384,7 +385,7 @@ class _Run:
         """The plan's step still holds when every scene it takes a frame from was reused:
         its frames are then the ones the plan hashed."""
         return all(
-            self.results[dep].outcome == "reused"
+            self.results[dep].outcome in ("reused", "restored")  # the same clip, so the same pixels
             for dep in self.graph.needs[scene.id]
             if dep in self.results
         )
@@ -412,13 +413,19 @@ class _Run:
     def _record_frames(self, scene_id: str) -> None:
         entry = self.lock.scenes.get(scene_id)
         if entry is not None:
-            for which, record in entry.frames.items():
-                self.frames[(scene_id, which)] = "sha256:" + record.sha256
+            for which, source in frame_sources(self.base, entry).items():
+                self.frames[(scene_id, which)] = source
 
     async def _act(self, step: Step) -> SceneResult:
         scene, entry = step.scene, step.entry
+        if step.migrated and entry is not None:
+            entry = await self._migrate(step, entry)
         if step.action == "reuse":
             return SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None)
+        if step.action == "restore" and entry is not None and entry.output is not None:
+            frames = await self._frames_of(scene, self.base / entry.output.path)
+            await self.writer.put(scene.id, replace(entry, frames=frames))
+            return SceneResult(scene.id, "restored", job_id=entry.job_id)
         if self.stop.is_set():
             raise NotStarted
         if self.shared and step.fingerprint and step.action in SPENDING | {"fetch"}:
@@ -471,7 +478,10 @@ class _Run:
             {n: self._rel(p) for n, p in dests.items()},
             now(),
         )
-        if set(entry.frames) != {"first", "last"}:  # an entry pushed without its frames
+        # an entry pushed without its frames, or by a version that recorded no pixel digests
+        if set(entry.frames) != {"first", "last"} or not all(
+            r.pixels for r in entry.frames.values()
+        ):
             frames = await self._frames_of(scene, clip)
             entry = replace(entry, frames=frames)
         await self.writer.put(scene.id, entry)
@@ -563,6 +573,18 @@ class _Run:
 
     # -- hosted providers ---------------------------------------------------------------------
 
+    async def _migrate(self, step: Step, entry: Entry) -> Entry:
+        """Rewrite an entry of an older fingerprint scheme that still describes the scene: the
+        same job and clip, under today's fingerprint, with its frames' pixel digests."""
+        assert step.request is not None
+        frames = {
+            which: replace(source.record, pixels=pixels_of(source, self.base, which))
+            for which, source in frame_sources(self.base, entry).items()
+        }
+        now_ = replace(entry, scheme=SCHEME, request=step.request.body, frames=frames)
+        await self.writer.put(step.scene.id, now_)
+        return now_
+
     def _new_entry(self, step: Step, *, key: str, job_id: str | None = None) -> Entry:
         assert step.fingerprint is not None and step.request is not None
         return Entry(
@@ -573,6 +595,7 @@ class _Run:
             request=step.request.body,
             job_id=job_id,
             submitted_at=now(),
+            scheme=SCHEME,
         )
 
     async def _wire_request(self, scene: Scene, provider: Provider) -> WireRequest:
@@ -796,6 +819,7 @@ class _Run:
                 status.cost, entry.cost, float(self.providers[scene.provider].price(scene))
             ),
             seed=status.seed if status.seed is not None else entry.seed,
+            scheme=entry.scheme,
         )
         await self.writer.put(scene.id, done)
         return done

@@ -53,6 +53,10 @@ class FileRecord:
     path: str
     sha256: str
     size: int
+    pixels: str | None = None  # a frame's `media.pixel_digest`: what chained scenes hash
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -70,9 +74,14 @@ class Entry:
     cost: float | None = None
     seed: int | None = None
     error: str | None = None
+    # how `fingerprint` was computed (fingerprint.SCHEME); lockfiles before it have none: 1
+    scheme: int = 1
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        if self.output is not None:
+            data["output"] = self.output.to_json()
+        data["frames"] = {k: v.to_json() for k, v in self.frames.items()}
         return {k: v for k, v in data.items() if v not in (None, {})}
 
     @classmethod
@@ -97,9 +106,15 @@ class Entry:
                 cost=data.get("cost"),
                 seed=data.get("seed"),
                 error=data.get("error"),
+                scheme=data.get("scheme", 1),
             )
         except (KeyError, TypeError) as err:
             raise LockfileError(f"{where} is malformed ({err})") from None
+        if entry.scheme not in (1, 2) or isinstance(entry.scheme, bool):
+            raise LockfileError(
+                f"{where} has fingerprint scheme {entry.scheme!r}, which this hailuo-pipe does "
+                "not know: it was written by a newer version; upgrade to render it"
+            )
         if entry.state not in STATES:
             raise LockfileError(f"{where} has an unknown state {entry.state!r}")
         if entry.state in ("submitted", "done") and not entry.job_id:
@@ -130,6 +145,8 @@ def _file_record(value: Any, where: str) -> FileRecord:
         raise LockfileError(f"{where} has no valid sha256")
     if not isinstance(record.size, int) or isinstance(record.size, bool) or record.size < 0:
         raise LockfileError(f"{where} has no valid size")
+    if record.pixels is not None and not isinstance(record.pixels, str):
+        raise LockfileError(f"{where} has no valid pixels digest")
     return record
 
 

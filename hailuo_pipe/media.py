@@ -7,6 +7,7 @@ destination and renamed into place, so a reader never sees half a clip or half a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -120,24 +121,52 @@ def extract_frame(video: Path, which: Literal["first", "last"], dest: Path) -> N
     extract_frames(video, {which: dest})
 
 
-def extract_frames(video: Path, dests: Mapping[str, Path]) -> None:
+def extract_frames(video: Path, dests: Mapping[str, Path]) -> dict[str, str]:
     """Write the first and/or last frame of `video` ("first"/"last" -> PNG path), exactly as a
-    full decode has them. The last frame's decoding pass gives the first one too, when it
-    decoded it: one open and one decode for both."""
+    full decode has them, and return each one's `pixel_digest`."""
+    images = edge_images(video, tuple(dests))
+    for which, dest in dests.items():
+        _write_png(images[which], dest)
+    return {which: pixel_digest(image) for which, image in images.items()}
+
+
+def edge_images(video: Path, wanted: Sequence[str]) -> dict[str, Image.Image]:
+    """The first and/or last frame of `video` as RGB images. The last frame's decoding pass
+    gives the first one too, when it decoded it: one open and one decode for both."""
     with _open_video(video) as (container, stream):
-        if "last" in dests:
+        if "last" in wanted:
             first, last = _edge_frames(container, stream)
         else:
             first, last = _first_frame(container, stream), None
-    if "first" in dests and first is None:  # the pass skipped or started after it
+    if "first" in wanted and first is None:  # the pass skipped or started after it
         with _open_video(video) as (container, stream):
             first = _first_frame(container, stream)
     found = {"first": first, "last": last}
-    for which, dest in dests.items():
+    images = {}
+    for which in wanted:
         frame = found[which]
         if frame is None:
             raise MediaError(f"{video} has no decodable frame")
-        _write_png(_rgb(frame), dest)
+        images[which] = _rgb(frame)
+    return images
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """What a frame *is*, whatever file encodes it: a hash of its size and RGB pixels. A chained
+    scene's fingerprint takes this, so a new PNG encoder never makes it look changed."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    digest = hashlib.sha256(f"rgb {rgb.width}x{rgb.height}\n".encode())
+    digest.update(rgb.tobytes())
+    return "pixels:" + digest.hexdigest()
+
+
+def png_pixels(path: Path) -> str:
+    """`pixel_digest` of an image file; MediaError when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return pixel_digest(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise MediaError(f"cannot read frame {path.name}: {err}") from None
 
 
 def _write_png(image: Image.Image, dest: Path) -> None:

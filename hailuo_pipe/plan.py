@@ -7,6 +7,7 @@ Like `terraform plan`: nothing is sent anywhere. A scene's action is one of
   retry    its last job failed
   resume   a job was submitted and will be polled, never submitted again
   fetch    its job finished but the clip is missing here: download it again, for free
+  restore  its clip is here but frames extracted from it are not: extract them again, free
   blocked  a submission's fate is unknown; it is not resent unless you say --resubmit
            (or --adopt the job you found at the provider)
 """
@@ -17,14 +18,23 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import providers
-from .fingerprint import FrameHashes, fingerprint, image_tokens, request_for
+from .fingerprint import (
+    SCHEME,
+    fingerprint,
+    flatten,
+    image_tokens,
+    legacy_fingerprint,
+    request_for,
+    same_meaning,
+)
 from .graph import Graph
 from .images import remember_hashes, sha256_file
-from .lockfile import Entry, Lockfile
+from .lockfile import Entry, FileRecord, Lockfile
 from .providers.base import WireRequest
 from .storyboard import Scene, Storyboard
 
@@ -32,8 +42,21 @@ if TYPE_CHECKING:
     from .cache import Cache, CachedResult
 
 Lookup = Callable[[str], "CachedResult | None"]  # a fingerprint's entry in the shared cache
-Action = Literal["reuse", "create", "replace", "retry", "resume", "fetch", "blocked"]
+Action = Literal["reuse", "create", "replace", "retry", "resume", "fetch", "restore", "blocked"]
 SPENDING: frozenset[str] = frozenset({"create", "replace", "retry"})
+KEEPS_CLIP: frozenset[str] = frozenset({"reuse", "fetch", "restore"})  # the recorded clip stays
+
+
+@dataclass(frozen=True)
+class FrameSource:
+    """A frame a chained scene takes: as recorded, and the clip it can be decoded from again."""
+
+    record: FileRecord
+    clip: Path | None = None
+
+
+# (scene id, "first" | "last") -> that frame, for scenes whose clip this run keeps
+Frames = Mapping[tuple[str, str], FrameSource]
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,7 @@ class Step:
     request: WireRequest | None
     entry: Entry | None
     cached: CachedResult | None = None  # a finished clip in the shared cache
+    migrated: bool = False  # an entry of an older fingerprint scheme, unchanged: rewrite it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,33 +104,69 @@ class Plan:
         return next(s for s in self.steps if s.scene.id == scene_id)
 
 
-def output_intact(base: Path, entry: Entry) -> bool:
-    if entry.output is None:
+def intact(base: Path, record: FileRecord | None) -> bool:
+    if record is None:
         return False
-    path = base / entry.output.path
+    path = base / record.path
     try:
         st = path.stat()
     except OSError:
         return False
-    return st.st_size == entry.output.size and sha256_file(path, st) == entry.output.sha256
+    return st.st_size == record.size and sha256_file(path, st) == record.sha256
+
+
+def output_intact(base: Path, entry: Entry) -> bool:
+    return intact(base, entry.output)
+
+
+def frames_intact(base: Path, entry: Entry) -> bool:
+    return all(intact(base, entry.frames.get(which)) for which in ("first", "last"))
+
+
+def frame_sources(base: Path, entry: Entry) -> dict[str, FrameSource]:
+    clip = base / entry.output.path if entry.output is not None else None
+    return {which: FrameSource(record, clip) for which, record in entry.frames.items()}
+
+
+def pixels_of(source: FrameSource, base: Path, which: str) -> str | None:
+    """A frame's pixel digest: recorded, or read from its PNG, or decoded from its clip."""
+    if source.record.pixels is not None:
+        return source.record.pixels
+    png = base / source.record.path
+    if intact(base, source.record):
+        return _png_pixels(png, source.record.sha256)
+    if source.clip is not None and source.clip.is_file():
+        return _clip_pixels(source.clip, which)
+    return None
+
+
+@lru_cache(maxsize=4096)
+def _png_pixels(png: Path, sha256: str) -> str | None:
+    from . import media
+    from .errors import MediaError
+
+    try:
+        return media.png_pixels(png)
+    except MediaError:
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _clip_pixels(clip: Path, which: str) -> str | None:
+    from . import media
+    from .errors import MediaError
+
+    try:
+        return media.pixel_digest(media.edge_images(clip, (which,))[which])
+    except MediaError:
+        return None
 
 
 def _changes(
     old: Mapping[str, Any], new: Mapping[str, Any], origins: Mapping[str, str]
 ) -> list[str]:
     """Which scene keys differ between two requests, named as the storyboard names them."""
-
-    def flat(value: Any, prefix: str = "") -> dict[str, Any]:
-        if isinstance(value, dict):
-            out: dict[str, Any] = {}
-            for k, v in value.items():
-                out.update(flat(v, f"{prefix}{k}."))
-            return out
-        if isinstance(value, list) and len(value) == 1:
-            return flat(value[0], prefix)
-        return {prefix.rstrip("."): value}
-
-    a, b = flat(old), flat(new)
+    a, b = flatten(old), flatten(new)
     changed = []
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
@@ -130,7 +190,7 @@ def make_plan(
     remember_hashes(board.render_dir)
 
     def plan_with(lookup: Lookup | None) -> tuple[Step, ...]:
-        frames: dict[tuple[str, str], str] = {}
+        frames: dict[tuple[str, str], FrameSource] = {}
         steps: list[Step] = []
         for scene_id in graph.topological():
             if wanted is not None and scene_id not in wanted:
@@ -143,10 +203,11 @@ def make_plan(
             steps.append(step)
             if step.cached is not None:
                 for which, record in step.cached.files.items():
-                    frames[(scene_id, which)] = "sha256:" + record.sha256
-            elif step.action in ("reuse", "fetch") and step.entry is not None:
-                for which, record in step.entry.frames.items():
-                    frames[(scene_id, which)] = "sha256:" + record.sha256
+                    if which != "clip":
+                        frames[(scene_id, which)] = FrameSource(record)
+            elif step.action in KEEPS_CLIP and step.entry is not None:
+                for which, source in frame_sources(base, step.entry).items():
+                    frames[(scene_id, which)] = source
         return tuple(steps)
 
     if cache is None:
@@ -191,18 +252,28 @@ def _from_cache(step: Step, lookup: Lookup) -> Step:
 
 
 def decide(
-    scene: Scene, entry: Entry | None, frames: FrameHashes, base: Path, forced: bool, resubmit: bool
+    scene: Scene, entry: Entry | None, frames: Frames, base: Path, forced: bool, resubmit: bool
 ) -> Step:
-    """The one place a scene's action is chosen: from its lockfile entry, the hashes of the
-    frames it takes (None until they exist) and what the user asked for."""
+    """The one place a scene's action is chosen: from its lockfile entry, the frames it takes
+    (missing until they exist) and what the user asked for."""
     cls = providers.get(scene.provider)
     price = cls().price(scene)
-    tokens = image_tokens(scene, frames)
+    tokens = image_tokens(scene, _tokens(scene, frames, lambda s, k: pixels_of(s, base, k[1])))
     request = request_for(scene, tokens) if tokens is not None else None
-    fp = fingerprint(scene, request) if request is not None else None
+    fp = fingerprint(scene, tokens) if tokens is not None else None
+    migrated = (
+        entry is not None
+        and entry.scheme < SCHEME
+        and entry.provider == scene.provider
+        and _unchanged_since_scheme_1(scene, entry, frames)
+    )
+    if migrated and entry is not None and fp is not None:
+        entry = replace(entry, fingerprint=fp)
 
     def step(action: Action, reason: str, cost: Decimal = Decimal(0)) -> Step:
-        return Step(scene, action, reason, cost, fp, request, entry)
+        if migrated and action in KEEPS_CLIP | {"resume"}:
+            reason += "; request format updated, no new job"
+        return Step(scene, action, reason, cost, fp, request, entry, migrated=migrated)
 
     if entry is None:
         return step("create", "not rendered yet", price)
@@ -230,6 +301,8 @@ def decide(
         return step("replace", f"{', '.join(what) or 'request'} changed{abandoned}", price)
     if entry.state == "done":
         if output_intact(base, entry):
+            if not frames_intact(base, entry):
+                return step("restore", "frames missing or changed here; extracted again (free)")
             return step("reuse", "up to date")
         if cls.local:
             return step("replace", "clip missing or changed here; rendered again locally")
@@ -255,3 +328,30 @@ def decide(
         f"{cls.title}; look for it there, then rerun with --adopt {scene.id}=JOB if "
         f"you find it, or with --resubmit {scene.id} to submit again if not",
     )
+
+
+def _unchanged_since_scheme_1(scene: Scene, entry: Entry, frames: Frames) -> bool:
+    """Whether a scheme-1 entry (an exact-request fingerprint) is the scene as it is now: its
+    fingerprint recomputed the old way, or, where today's adapter builds the request
+    differently, the same meaning field by field (`same_meaning`)."""
+    tokens = image_tokens(scene, _tokens(scene, frames, lambda s, k: "sha256:" + s.record.sha256))
+    if tokens is None:
+        return False
+    request = request_for(scene, tokens)
+    if legacy_fingerprint(scene, request) == entry.fingerprint:
+        return True
+    return same_meaning(scene, entry.request, request)
+
+
+def _tokens(
+    scene: Scene,
+    frames: Frames,
+    token: Callable[[FrameSource, tuple[str, str]], str | None],
+) -> dict[tuple[str, str], str]:
+    """What stands for each frame `scene` takes from another scene, where it can be had."""
+    found = {}
+    for ref in scene.frame_refs():
+        key = (ref.scene, ref.frame)
+        if key in frames and (value := token(frames[key], key)) is not None:
+            found[key] = value
+    return found

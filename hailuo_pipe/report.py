@@ -217,7 +217,7 @@ def _totals(board: Storyboard, lock: Lockfile, plan: Plan, cards: Iterable[Card]
     )
 
 
-_ACTION_ORDER = ("reuse", "create", "replace", "retry", "resume", "fetch", "blocked")
+_ACTION_ORDER = ("reuse", "create", "replace", "retry", "resume", "fetch", "restore", "blocked")
 
 
 @dataclass(frozen=True)

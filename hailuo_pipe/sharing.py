@@ -32,6 +32,7 @@ from .cache import (
     push_lockfile,
 )
 from .errors import ConfigError, MediaError
+from .fingerprint import SCHEME
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, Lockfile, exclusive, iso, now
 from .plan import make_plan
@@ -159,7 +160,7 @@ def entry_from_cache(
 ) -> Entry:
     """The lock entry of a scene whose files came from the cache (`paths`: name -> rel path)."""
     records = {
-        name: FileRecord(paths[name], rec.sha256, rec.size)
+        name: FileRecord(paths[name], rec.sha256, rec.size, rec.pixels)
         for name, rec in hit.files.items()
         if name in paths
     }
@@ -176,6 +177,7 @@ def entry_from_cache(
         frames={k: v for k, v in records.items() if k != "clip"},
         cost=hit.cost,
         seed=hit.seed,
+        scheme=SCHEME,
     )
 
 
@@ -351,9 +353,11 @@ def frame_records(clip: Path, pngs: Mapping[str, Path], base: Path) -> dict[str,
     does, relative to `base`; MediaError when the clip cannot be read."""
     from . import media  # imported when needed: PyAV takes a tenth of a second to import
 
-    media.extract_frames(clip, pngs)
+    pixels = media.extract_frames(clip, pngs)
     return {
-        which: FileRecord(os.path.relpath(png, base), sha256_file(png), png.stat().st_size)
+        which: FileRecord(
+            os.path.relpath(png, base), sha256_file(png), png.stat().st_size, pixels[which]
+        )
         for which, png in pngs.items()
     }
 

@@ -411,7 +411,12 @@ def test_plan_looks_the_cache_up_at_once_and_again_below_a_hit(write_spec) -> No
     lock = Lockfile.load(board.lock_path, board.name)
     first = make_plan(board, lock).step("s00").fingerprint
     hit = CachedResult(
-        first or "", "runware", "job-0", 0.28, 1, {"last": FileRecord("last.png", "ab" * 32, 9)}
+        first or "",
+        "runware",
+        "job-0",
+        0.28,
+        1,
+        {"last": FileRecord("last.png", "ab" * 32, 9, "pixels:" + "cd" * 32)},
     )
 
     class Slow:
