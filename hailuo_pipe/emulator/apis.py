@@ -361,7 +361,31 @@ class Runware(Api):
                     400, why, "invalidFrameImage", parameter="inputs.frameImages", taskUUID=uuid
                 )
         resolution = "1080p" if task["height"] == 1080 else "768p"
-        state.create_job(self.name, task, key=uuid, resolution=resolution, cost=PRICES[resolution])
+        _, created = state.create_job(
+            self.name, task, key=uuid, resolution=resolution, cost=PRICES[resolution]
+        )
+        if not created:  # what Runware answers a resend of a taskUUID it already has
+            return Resp(
+                400,
+                {
+                    "data": [],
+                    "errors": [
+                        {
+                            "code": "conflictTaskUUID",
+                            "message": f"Task {uuid} already exists. "
+                            "Use a unique taskUUID for each request.",
+                            "parameter": "taskUUID",
+                            "type": "string",
+                            "taskUUID": uuid,
+                            "context": {
+                                "taskType": "videoInference",
+                                "taskUUID": uuid,
+                                "deliveryMethod": "async",
+                            },
+                        }
+                    ],
+                },
+            )
         return Resp(200, {"data": [{"taskType": "videoInference", "taskUUID": uuid}]})
 
     def _poll(self, req: Req, state: State) -> Resp:

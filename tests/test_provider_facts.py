@@ -1,0 +1,128 @@
+"""The adapters against the providers as they really are (providers.md): each fact on the wire."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import emulator_fixture
+import httpx
+import pytest
+from conftest import provider_env
+
+from hailuo_pipe import providers
+from hailuo_pipe.emulator import Emulator
+from hailuo_pipe.errors import RequestRejected, TransientError
+from hailuo_pipe.execute import RenderOptions, render
+from hailuo_pipe.lockfile import Lockfile
+from hailuo_pipe.providers.http import Reply
+from hailuo_pipe.validate import load_storyboard
+
+emulator = emulator_fixture.emulator
+emulator_process = emulator_fixture.emulator_process
+
+KEY = "3b241101-e2bb-4255-8caf-4136c566a962"
+
+
+def paid(emu: Emulator) -> dict[str, int]:
+    return {k: v for k, v in emu.jobs().items() if v and k != "total"}
+
+
+def opts(emu: Emulator, **kw: Any) -> RenderOptions:
+    return RenderOptions(environ=provider_env(emu), concurrency=4, **kw)
+
+
+def one_scene(provider: str, extra: str = "", image: str = "assets/a.png") -> str:
+    return f"""
+version: 1
+name: facts
+scenes:
+  - id: only
+    provider: {provider}
+    prompt: "[Push in] harbor"
+    image: {image}
+{extra}"""
+
+
+# -- Runware ------------------------------------------------------------------------------------
+
+
+def test_runware_lost_submit_answer_ends_with_the_clip_and_one_paid_job(
+    write_spec, emulator: Emulator
+) -> None:
+    spec = write_spec(one_scene("runware"))
+    emulator.configure(drop={"on": "submit", "count": 1})
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    assert paid(emulator) == {"runware": 1}
+    first, second = emulator.requests("submit")
+    assert first["body"][0]["taskUUID"] == second["body"][0]["taskUUID"]
+    entry = Lockfile.load(spec.with_suffix(".lock"), "facts").scenes["only"]
+    assert (entry.state, entry.job_id) == ("done", first["body"][0]["taskUUID"])
+
+
+def test_emulator_answers_a_resent_task_uuid_as_runware_does(emulator: Emulator) -> None:
+    task = providers.get("runware")(base_url=emulator.url, api_key=emulator.key)
+    from test_providers import scene
+
+    body = task.with_key(task.build_request(scene("runware"), {}), KEY)  # type: ignore[attr-defined]
+    headers = {"Authorization": f"Bearer {emulator.key}"}
+    first = httpx.post(emulator.url + "/v1", json=body, headers=headers)
+    again = httpx.post(emulator.url + "/v1", json=body, headers=headers)
+    assert first.status_code == 200
+    assert again.status_code == 400
+    [error] = again.json()["errors"]
+    assert (error["code"], error["taskUUID"]) == ("conflictTaskUUID", KEY)
+    assert paid(emulator) == {"runware": 1}
+
+
+def test_runware_conflict_for_another_task_or_other_errors_are_still_rejections() -> None:
+    from hailuo_pipe.providers.runware import _check_submit
+
+    other = {"errors": [{"code": "conflictTaskUUID", "message": "x", "taskUUID": "other"}]}
+    with pytest.raises(RequestRejected):
+        _check_submit(Reply(400, other, {}), KEY, ())
+    bad = {"errors": [{"code": "invalidPositivePrompt", "message": "already too long sk-1"}]}
+    with pytest.raises(RequestRejected, match=r"\*\*\*") as err:
+        _check_submit(Reply(400, bad, {}), KEY, ("sk-1",))
+    assert "sk-1" not in str(err.value)
+    mine = {"errors": [{"code": "conflictTaskUUID", "taskUUID": KEY}]}
+    _check_submit(Reply(400, mine, {}), KEY, ())  # our own earlier send: poll it
+
+
+def test_runware_poll_error_naming_no_task_is_not_a_failure() -> None:
+    from hailuo_pipe.providers.runware import _check_poll, status_of
+
+    anonymous = {"errors": [{"code": "internalError", "message": "try again"}]}
+    with pytest.raises(TransientError):
+        _check_poll(Reply(400, anonymous, {}), KEY, ())
+    assert status_of(anonymous, KEY).state != "failed"
+    mine = {"errors": [{"code": "inferenceFailed", "message": "boom", "taskUUID": KEY}]}
+    _check_poll(Reply(400, mine, {}), KEY, ())
+    assert status_of(mine, KEY).state == "failed"
+
+
+def test_runware_anonymous_poll_errors_keep_the_job_for_a_rerun(
+    write_spec, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hailuo_pipe.providers import runware
+    from hailuo_pipe.providers.http import RetryPolicy
+
+    spec = write_spec(one_scene("runware"))
+    real = runware.RunwareProvider.poll
+    anonymous = {"errors": [{"code": "internalError", "message": "try again", "type": "error"}]}
+
+    async def flaky(self: Any, client: httpx.AsyncClient, job_id: str) -> Any:
+        runware._check_poll(Reply(400, anonymous, {}), job_id, ())  # what Runware said
+        return await real(self, client, job_id)
+
+    fast = RetryPolicy(attempts=2, base_delay=0.01)
+    monkeypatch.setattr(runware.RunwareProvider, "retry_policy", fast)
+    monkeypatch.setattr(runware.RunwareProvider, "poll", flaky)
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["failed"]
+    entry = Lockfile.load(spec.with_suffix(".lock"), "facts").scenes["only"]
+    assert entry.state == "submitted"  # not `failed`: the rerun waits for the paid job
+    monkeypatch.setattr(runware.RunwareProvider, "poll", real)
+    again = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in again.results] == ["resumed"]
+    assert paid(emulator) == {"runware": 1}
