@@ -126,3 +126,50 @@ def test_runware_anonymous_poll_errors_keep_the_job_for_a_rerun(
     again = render(load_storyboard(spec), opts(emulator))
     assert [r.outcome for r in again.results] == ["resumed"]
     assert paid(emulator) == {"runware": 1}
+
+
+# -- statuses that end a job ----------------------------------------------------------------------
+
+
+def test_minimax_failed_spelling_ends_the_scene_within_one_poll(
+    write_spec, emulator: Emulator
+) -> None:
+    spec = write_spec(one_scene("minimax"))
+    emulator.configure(fail_prompt="harbor", fail_status="Failed")
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["failed"]
+    assert "unknown error (1000)" in (result.results[0].error or "")
+    queries = [p for p in emulator.requests("poll") if p["path"] == "/v1/query/video_generation"]
+    # job_seconds is 0.3: the first poll after the job ended is the last one
+    assert len(queries) <= 4, len(queries)
+    entry = Lockfile.load(spec.with_suffix(".lock"), "facts").scenes["only"]
+    assert entry.state == "failed"
+
+
+@pytest.mark.parametrize(
+    "name, body",
+    [
+        ("wavespeed", {"status": "Timeout"}),
+        ("wavespeed", {"status": "expired"}),
+        ("gmicloud", {"status": "canceled"}),
+        ("gmicloud", {"status": "ERROR"}),
+        ("apiframe", {"status": "CANCELED_BY_USER"}),
+        ("apiframe", {"status": "failure"}),
+        ("runware", {"data": [{"taskUUID": KEY, "status": "failed"}]}),
+        ("runware", {"data": [{"taskUUID": KEY, "status": "timedOut"}]}),
+    ],
+)
+def test_unknown_statuses_that_look_terminal_end_the_job(name: str, body: dict[str, Any]) -> None:
+    module = __import__(f"hailuo_pipe.providers.{name}", fromlist=["status_of"])
+    status = module.status_of(body, KEY) if name == "runware" else module.status_of(body)
+    assert status.terminal and status.state != "succeeded", status
+    assert status.error
+
+
+@pytest.mark.parametrize(
+    "word", ["created", "dispatched", "queued", "processing", "Preparing", "IN_PROGRESS", "new"]
+)
+def test_statuses_that_do_not_look_terminal_keep_polling(word: str) -> None:
+    from hailuo_pipe.providers import gmicloud
+
+    assert not gmicloud.status_of({"status": word}).terminal

@@ -289,7 +289,9 @@ class MiniMax(Api):
         if job is None:
             return self.error(400, "invalid params, task_id not found")
         phase = job.phase()
-        status = {"queued": "Queueing", "running": "Processing", "ok": "Success"}.get(phase, "Fail")
+        status = {"queued": "Queueing", "running": "Processing", "ok": "Success"}.get(
+            phase, state.config["fail_status"] or "Fail"
+        )
         base = {"status_code": 0, "status_msg": "success"}
         if phase == "refuse":
             base = {"status_code": 1027, "status_msg": "generated video contains sensitive content"}

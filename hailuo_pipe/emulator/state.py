@@ -85,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
     "fail_jobs": 0.0,
     "refuse_content": 0.0,
     "fail_prompt": None,  # a job whose request contains this text fails (to target one scene)
+    # the status word a failed job reports instead of the API's own (MiniMax's CLI: "Failed")
+    "fail_status": None,
     "expire_outputs": False,
     "output_bytes": 0,
     "clip_path": None,

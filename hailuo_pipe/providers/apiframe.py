@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -124,7 +124,7 @@ class ApiframeProvider(HostedProvider):
 
 
 def status_of(body: Mapping[str, Any]) -> JobStatus:
-    state = STATES.get(str(body.get("status", "")).upper(), "running")
+    state = state_of(body.get("status"), STATES)
     if state == "succeeded":
         url = first_url(body.get("result"))
         if url is None:

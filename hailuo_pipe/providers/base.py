@@ -24,6 +24,33 @@ if TYPE_CHECKING:
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# Word stems of statuses that end a job. A status no adapter lists (MiniMax's CLI says `Failed`
+# where its docs say `Fail`) must end the scene at once, not after the one-hour job timeout.
+ENDING_STEMS: tuple[tuple[str, State], ...] = (
+    ("cancel", "cancelled"),
+    ("delet", "cancelled"),
+    ("abort", "cancelled"),
+    ("fail", "failed"),
+    ("error", "failed"),
+    ("timeout", "failed"),
+    ("timedout", "failed"),
+    ("expire", "failed"),
+    ("reject", "failed"),
+)
+
+
+def state_of(status: object, known: Mapping[str, State], default: State = "running") -> State:
+    """The shared state of a provider's status word: listed ones (any case), then any word that
+    looks terminal, else `default`."""
+    word = str(status or "").strip().lower()
+    for name, state in known.items():
+        if name.lower() == word:
+            return state
+    letters = "".join(c for c in word if c.isalpha())
+    for stem, state in ENDING_STEMS:
+        if stem in letters:
+            return state
+    return default
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -119,7 +119,7 @@ class GMICloudProvider(HostedProvider):
             if isinstance(item, dict)
             and item.get("model") == wanted["model"]
             and item.get("payload") == wanted["payload"]
-            and STATES.get(str(item.get("status"))) not in ("failed", "cancelled")
+            and state_of(item.get("status"), STATES) not in ("failed", "cancelled")
         ]
         return found[0] if len(found) == 1 and isinstance(found[0], str) else None
 
@@ -145,7 +145,7 @@ def output_url(outcome: Any) -> str | None:
 
 
 def status_of(body: Mapping[str, Any]) -> JobStatus:
-    state = STATES.get(str(body.get("status", "")).lower(), "running")
+    state = state_of(body.get("status"), STATES)
     if state == "succeeded":
         url = output_url(body.get("outcome"))
         if url is None:

@@ -23,7 +23,7 @@ from ..errors import (
     TransientError,
 )
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply
 
 if TYPE_CHECKING:
@@ -46,7 +46,8 @@ STATES: dict[str, State] = {
     "queueing": "queued",
     "processing": "running",
     "success": "succeeded",
-    "fail": "failed",
+    "fail": "failed",  # the docs' spelling
+    "failed": "failed",  # what MiniMax's official CLI types and checks
 }
 RATE_LIMIT = frozenset({1002, 1039})
 AUTH = frozenset({1004})
@@ -138,11 +139,11 @@ class MiniMaxProvider(HostedProvider):
             job_id=job_id,
         )
         body = reply.body
-        state = STATES.get(str(body.get("status", "")).lower(), "running")
-        if state == "failed":
+        state = state_of(body.get("status"), STATES)
+        if state in ("failed", "cancelled"):
             code, message = base_code(body)
             error = f"{message or 'generation failed'} ({code})" if code else "generation failed"
-            return JobStatus("failed", error=error, refused=code in REFUSED)
+            return JobStatus(state, error=error, refused=code in REFUSED)
         if state != "succeeded":
             return JobStatus(state)
         file_id = body.get("file_id")
@@ -166,6 +167,9 @@ class MiniMaxProvider(HostedProvider):
 
 def _check_query(reply: Reply) -> None:
     """A failed task carries its reason in base_resp: that is a state, not a call error."""
-    if isinstance(reply.body, dict) and str(reply.body.get("status", "")).lower() == "fail":
+    if isinstance(reply.body, dict) and state_of(reply.body.get("status"), STATES) in (
+        "failed",
+        "cancelled",
+    ):
         return
     _check(reply)

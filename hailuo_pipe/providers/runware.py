@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply, scrub
 from .wavespeed import is_refusal
 
@@ -162,6 +162,7 @@ class RunwareProvider(HostedProvider):
 
 
 NOT_FOUND = "no task with this taskUUID"
+ITEM_STATES: dict[str, State] = {"processing": "running", "success": "succeeded", "error": "failed"}
 
 
 def _message(error: Mapping[str, Any]) -> str:
@@ -218,8 +219,8 @@ def status_of(body: Mapping[str, Any], task_uuid: str) -> JobStatus:
     if not mine:
         return JobStatus("queued")
     item = mine[0]
-    status = str(item.get("status", "")).lower()
-    if status == "success":
+    status = state_of(item.get("status"), ITEM_STATES)
+    if status == "succeeded":
         cost, seed = item.get("cost"), item.get("seed")
         return JobStatus(
             "succeeded",
@@ -227,7 +228,9 @@ def status_of(body: Mapping[str, Any], task_uuid: str) -> JobStatus:
             cost=float(cost) if isinstance(cost, int | float) else None,
             seed=seed if isinstance(seed, int) else None,
         )
-    if status == "error":
-        message = str(item.get("error") or item.get("message") or "generation failed")
-        return JobStatus("failed", error=message, refused=is_refusal(message))
-    return JobStatus("running")
+    if status in ("failed", "cancelled"):
+        message = str(
+            item.get("error") or item.get("message") or f"the task ended {item.get('status')}"
+        )
+        return JobStatus(status, error=message, refused=is_refusal(message))
+    return JobStatus(status)

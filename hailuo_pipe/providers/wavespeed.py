@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply, provider_message
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class WaveSpeedProvider(HostedProvider):
 
 
 def status_of(data: Mapping[str, Any]) -> JobStatus:
-    state = STATES.get(str(data.get("status", "")).lower(), "running")
+    state = state_of(data.get("status"), STATES)
     if state == "succeeded":
         outputs = data.get("outputs") or []
         url = outputs[0] if outputs and isinstance(outputs[0], str) else None
