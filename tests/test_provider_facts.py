@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import emulator_fixture
@@ -11,7 +14,13 @@ from conftest import provider_env
 
 from hailuo_pipe import providers
 from hailuo_pipe.emulator import Emulator
-from hailuo_pipe.errors import RequestRejected, TransientError
+from hailuo_pipe.errors import (
+    AuthenticationError,
+    ContentRefused,
+    RateLimited,
+    RequestRejected,
+    TransientError,
+)
 from hailuo_pipe.execute import RenderOptions, render
 from hailuo_pipe.lockfile import Lockfile
 from hailuo_pipe.providers.http import Reply
@@ -173,3 +182,69 @@ def test_statuses_that_do_not_look_terminal_keep_polling(word: str) -> None:
     from hailuo_pipe.providers import gmicloud
 
     assert not gmicloud.status_of({"status": word}).terminal
+
+
+# -- MiniMax ------------------------------------------------------------------------------------
+
+
+def _validate(spec: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hailuo_pipe", "validate", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "MINIMAX_API_KEY": "unused"},
+    )
+
+
+def test_minimax_last_frame_without_a_first_frame_is_refused_at_end_image(write_spec) -> None:
+    spec = write_spec("""
+version: 1
+name: facts
+scenes:
+  - id: only
+    provider: minimax
+    prompt: "[Push in] harbor"
+    end_image: assets/b.jpg
+""")
+    done = _validate(spec)
+    assert done.returncode != 0
+    assert "story.yaml:7:" in done.stdout + done.stderr, done
+    assert "last frame only with a first frame" in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_minimax_accepts_aigc_watermark_only_when_asked(write_spec) -> None:
+    from test_providers import scene
+
+    provider = providers.get("minimax")()
+    plain = provider.build_request(scene("minimax"), {}).body
+    assert "aigc_watermark" not in plain  # unchanged scenes keep their fingerprint
+    spec = write_spec(one_scene("minimax", "    options:\n      aigc_watermark: true\n"))
+    assert _validate(spec).returncode == 0
+
+
+@pytest.mark.parametrize(
+    "code, kind, words",
+    [
+        (1002, RateLimited, "rate limited"),
+        (1004, AuthenticationError, "MINIMAX_API_KEY"),
+        (2049, AuthenticationError, "invalid API key"),
+        (1008, RequestRejected, "top up"),
+        (1026, ContentRefused, "prompt was refused"),
+        (1027, ContentRefused, "video was refused"),
+        (1028, RequestRejected, "quota"),
+        (1030, RequestRejected, "quota"),
+        (2013, RequestRejected, "invalid parameters"),
+        (2061, RequestRejected, "plan does not include"),
+    ],
+)
+def test_minimax_error_codes_map_to_kinds_a_caller_can_act_on(
+    code: int, kind: type, words: str
+) -> None:
+    from hailuo_pipe.providers.minimax import error_for
+
+    err = error_for(code, "provider words")
+    assert type(err) is kind
+    assert words in str(err) and "provider words" in str(err) and str(code) in str(err)
+    assert "\n" not in str(err)

@@ -50,14 +50,28 @@ STATES: dict[str, State] = {
     "failed": "failed",  # what MiniMax's official CLI types and checks
 }
 RATE_LIMIT = frozenset({1002, 1039})
-AUTH = frozenset({1004})
+AUTH = frozenset({1004, 2049})
 REFUSED = frozenset({1026, 1027})
 TRANSIENT = frozenset({1000, 1001, 1024, 1033})
-# everything else (1008 balance, 1042 characters, 2013 parameters, …) is a rejected request
+# everything else (1008 balance, 1028/1030 quota, 2013 parameters, 2061 plan, …) is a rejected
+# request: retrying it cannot help, the user has to act. What to do, by code:
+ADVICE = {
+    1002: "rate limited; the request is retried after a pause",
+    1004: "authentication failed; check MINIMAX_API_KEY",
+    1008: "insufficient balance; top up the MiniMax account, then rerun",
+    1026: "the prompt was refused as sensitive; rephrase it",
+    1027: "the generated video was refused as sensitive; change the prompt or images",
+    1028: "usage quota exhausted; wait for it to renew or raise it, then rerun",
+    1030: "usage quota exhausted; wait for it to renew or raise it, then rerun",
+    2013: "invalid parameters; check the scene's fields and options",
+    2049: "invalid API key; check MINIMAX_API_KEY",
+    2061: "the account's plan does not include MiniMax-Hailuo-02; change the plan or provider",
+}
 
 
 def error_for(code: int, message: str) -> ProviderError:
-    text = f"MiniMax: {message} ({code})"
+    advice = ADVICE.get(code)
+    text = f"MiniMax: {advice} ({code}: {message})" if advice else f"MiniMax: {message} ({code})"
     if code in RATE_LIMIT:
         return RateLimited(text, provider="minimax")
     if code in AUTH:
