@@ -248,3 +248,43 @@ def test_minimax_error_codes_map_to_kinds_a_caller_can_act_on(
     assert type(err) is kind
     assert words in str(err) and "provider words" in str(err) and str(code) in str(err)
     assert "\n" not in str(err)
+
+
+# -- Apiframe -----------------------------------------------------------------------------------
+
+
+def test_apiframe_records_the_credit_cost_the_job_reports(write_spec, emulator: Emulator) -> None:
+    from hailuo_pipe.providers.apiframe import CREDIT_USD
+
+    spec = write_spec(one_scene("apiframe", image="https://example.com/h.jpg"))
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    entry = Lockfile.load(spec.with_suffix(".lock"), "facts").scenes["only"]
+    assert entry.cost == pytest.approx(float(5 * CREDIT_USD))  # 768p, 6 s: 5 credits
+
+
+def test_apiframe_credit_cost_overrides_the_price_table() -> None:
+    from hailuo_pipe.providers.apiframe import CREDIT_USD, status_of
+
+    done = {"status": "COMPLETED", "result": {"videoUrl": "https://x/v.mp4"}, "creditCost": 8}
+    assert status_of(done).cost == pytest.approx(float(8 * CREDIT_USD))
+    assert status_of({**done, "creditCost": "8"}).cost is None
+    assert status_of({**done, "creditCost": True}).cost is None
+
+
+def test_apiframe_webhook_options_go_beside_hailuo_params(write_spec, emulator: Emulator) -> None:
+    extra = (
+        "    options:\n      webhookUrl: https://example.com/hook\n"
+        "      webhookEvents: [completed, failed]\n"
+    )
+    spec = write_spec(one_scene("apiframe", extra, image="https://example.com/h.jpg"))
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    (sent,) = emulator.requests("submit")
+    assert sent["body"]["webhookUrl"] == "https://example.com/hook"
+    assert sent["body"]["webhookEvents"] == ["completed", "failed"]
+    assert "webhookUrl" not in sent["body"]["hailuoParams"]
+    wrong = "    options:\n      webhookEvents: [done]\n"
+    bad = write_spec(one_scene("apiframe", wrong, image="https://example.com/h.jpg"), "b.yaml")
+    done = _validate(bad)
+    assert done.returncode != 0 and "webhookEvents" in done.stdout + done.stderr, done

@@ -481,7 +481,14 @@ class Apiframe(Api):
         status = {"queued": "QUEUED", "running": "PROCESSING", "ok": "COMPLETED"}.get(
             phase, "FAILED"
         )
-        view: dict[str, Any] = {"jobId": job.id, "status": status, "model": "hailuo-02"}
+        ten = job.body["hailuoParams"].get("duration") == 10
+        credits = 10 if job.resolution == "1080p" else 8 if ten else 5
+        view: dict[str, Any] = {
+            "jobId": job.id,
+            "status": status,
+            "model": "hailuo-02",
+            "creditCost": 0 if phase in ("fail", "refuse") else credits,  # refunded on failure
+        }
         if phase == "ok":
             view["result"] = {"urls": [self.clip_url(req, job)]}
         elif phase in ("fail", "refuse"):
