@@ -288,3 +288,40 @@ def test_apiframe_webhook_options_go_beside_hailuo_params(write_spec, emulator: 
     bad = write_spec(one_scene("apiframe", wrong, image="https://example.com/h.jpg"), "b.yaml")
     done = _validate(bad)
     assert done.returncode != 0 and "webhookEvents" in done.stdout + done.stderr, done
+
+
+# -- GMI Cloud ----------------------------------------------------------------------------------
+
+
+def test_gmicloud_created_and_dispatched_are_queued_and_media_urls_are_read() -> None:
+    from hailuo_pipe.providers.gmicloud import status_of
+
+    assert status_of({"status": "created"}).state == "queued"
+    assert status_of({"status": "dispatched"}).state == "queued"
+    done = {"status": "success", "outcome": {"media_urls": [{"url": "https://x/v.mp4"}]}}
+    assert status_of(done).output_url == "https://x/v.mp4"
+
+
+def test_gmicloud_sends_the_organization_id_when_set(write_spec, emulator: Emulator) -> None:
+    spec = write_spec(one_scene("gmicloud"))
+    env = {**provider_env(emulator), "GMI_ORGANIZATION_ID": "org-42"}
+    result = render(load_storyboard(spec), RenderOptions(environ=env))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    sent = emulator.requests("submit") + emulator.requests("poll")
+    assert sent and all(
+        {k.lower(): v for k, v in r["headers"].items()}.get("x-organization-id") == "org-42"
+        for r in sent
+    )
+
+
+@pytest.mark.parametrize("org", ["org\r\nX-Evil: 1", "org\x00", "org 42", "orgé"])
+def test_gmicloud_organization_id_with_control_characters_is_refused_before_sending(
+    write_spec, emulator: Emulator, org: str
+) -> None:
+    from hailuo_pipe.errors import ConfigError
+
+    spec = write_spec(one_scene("gmicloud"))
+    env = {**provider_env(emulator), "GMI_ORGANIZATION_ID": org}
+    with pytest.raises(ConfigError, match="GMI_ORGANIZATION_ID"):
+        render(load_storyboard(spec), RenderOptions(environ=env))
+    assert emulator.requests() == []
