@@ -325,3 +325,19 @@ def test_gmicloud_organization_id_with_control_characters_is_refused_before_send
     with pytest.raises(ConfigError, match="GMI_ORGANIZATION_ID"):
         render(load_storyboard(spec), RenderOptions(environ=env))
     assert emulator.requests() == []
+
+
+def test_runware_accepts_safety_only_when_asked(write_spec, emulator: Emulator) -> None:
+    from test_providers import scene
+
+    plain = providers.get("runware")().build_request(scene("runware"), {}).body[0]
+    assert "safety" not in plain  # unchanged scenes keep their fingerprint
+    extra = "    options:\n      safety: {checkContent: true, mode: fast}\n"
+    spec = write_spec(one_scene("runware", extra))
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    (sent,) = emulator.requests("submit")
+    assert sent["body"][0]["safety"] == {"checkContent": True, "mode": "fast"}
+    bad = write_spec(one_scene("runware", "    options:\n      safety: {check: true}\n"), "b.yaml")
+    done = _validate(bad)
+    assert done.returncode != 0 and "unknown key 'check' in safety" in done.stderr, done
