@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from typing import Any
 
 import emulator_fixture
@@ -341,3 +342,56 @@ def test_runware_accepts_safety_only_when_asked(write_spec, emulator: Emulator) 
     bad = write_spec(one_scene("runware", "    options:\n      safety: {check: true}\n"), "b.yaml")
     done = _validate(bad)
     assert done.returncode != 0 and "unknown key 'check' in safety" in done.stderr, done
+
+
+# -- WaveSpeed 512p -----------------------------------------------------------------------------
+
+
+def test_wavespeed_512p_goes_to_the_fast_tier(write_spec, emulator: Emulator) -> None:
+    spec = write_spec(one_scene("wavespeed", "    resolution: 512p\n    duration: 10\n"))
+    result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    (sent,) = emulator.requests("submit")
+    assert sent["path"] == "/api/v3/minimax/hailuo-02/fast"
+    assert "image" in sent["body"] and "resolution" not in sent["body"]
+    from test_providers import scene
+
+    wavespeed = providers.get("wavespeed")()
+    assert wavespeed.price(scene("wavespeed", resolution="512p", duration=6)) == Decimal("0.10")
+    assert wavespeed.price(scene("wavespeed", resolution="512p", duration=10)) == Decimal("0.15")
+
+
+def test_wavespeed_512p_needs_a_first_frame_and_takes_no_last(write_spec) -> None:
+    no_image = write_spec("""
+version: 1
+name: facts
+scenes:
+  - id: only
+    provider: wavespeed
+    prompt: "[Push in] harbor"
+    resolution: 512p
+""")
+    done = _validate(no_image)
+    assert done.returncode != 0 and "512p needs a first frame" in done.stderr, done
+    with_end = write_spec(
+        one_scene("wavespeed", "    resolution: 512p\n    end_image: assets/b.jpg\n"), "e.yaml"
+    )
+    done = _validate(with_end)
+    assert done.returncode != 0 and "no last frame at 512p" in done.stderr, done
+    assert "e.yaml:9:" in done.stderr, done  # at the end_image line
+
+
+def test_providers_command_lists_wavespeed_512p_with_its_prices() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hailuo_pipe", "providers", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done
+    import json
+
+    [row] = [r for r in json.loads(done.stdout) if r["name"] == "wavespeed"]
+    assert row["durations"]["512p"] == [6, 10]
+    assert row["prices"]["512p/6s"] == pytest.approx(0.10)
+    assert row["prices"]["512p/10s"] == pytest.approx(0.15)

@@ -125,6 +125,7 @@ FAILURE = "generation failed: internal inference error"
 class WaveSpeed(Api):
     name = "wavespeed"
     SUBMIT: ClassVar[dict[str, str]] = {
+        "/api/v3/minimax/hailuo-02/fast": "512p",
         "/api/v3/minimax/hailuo-02/standard": "768p",
         "/api/v3/minimax/hailuo-02/pro": "1080p",
     }
@@ -154,6 +155,12 @@ class WaveSpeed(Api):
             return self.error(400, f"invalid parameter {problem[0]}: {problem[1]}")
         if resolution == "1080p" and body.get("duration", 6) != 6:
             return self.error(400, "invalid parameter duration: pro supports 6 seconds only")
+        if resolution == "512p" and "image" not in body:
+            return self.error(400, "invalid parameter image: image is required")
+        if resolution == "512p" and "end_image" in body:
+            return self.error(400, "invalid parameter end_image: not supported by fast")
+        if resolution != "512p" and "go_fast" in body:
+            return self.error(400, "invalid parameter go_fast: only the fast model takes it")
         for where, value in _images(body, ("image",), ("end_image",)):
             if (why := image_problem(value)) is not None:
                 return self.error(400, f"invalid parameter {where}: {why}")

@@ -64,6 +64,8 @@ class Capabilities:
     local_images: bool
     # Resolutions that need a first frame (512p on every Hailuo 02 API).
     needs_first_frame: tuple[str, ...] = ("512p",)
+    # Resolutions whose endpoint takes no last frame even where others do (WaveSpeed's 512p).
+    no_end_image: tuple[str, ...] = ()
 
     @property
     def resolutions(self) -> tuple[str, ...]:
