@@ -111,31 +111,30 @@ def test_runware_poll_error_naming_no_task_is_not_a_failure() -> None:
     assert status_of(mine, KEY).state == "failed"
 
 
-def test_runware_anonymous_poll_errors_keep_the_job_for_a_rerun(
+def test_runware_anonymous_poll_errors_are_retried_then_keep_the_job_for_a_rerun(
     write_spec, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hailuo_pipe.providers import runware
     from hailuo_pipe.providers.http import RetryPolicy
 
-    spec = write_spec(one_scene("runware"))
-    real = runware.RunwareProvider.poll
-    anonymous = {"errors": [{"code": "internalError", "message": "try again", "type": "error"}]}
-
-    async def flaky(self: Any, client: httpx.AsyncClient, job_id: str) -> Any:
-        runware._check_poll(Reply(400, anonymous, {}), job_id, ())  # what Runware said
-        return await real(self, client, job_id)
-
-    fast = RetryPolicy(attempts=2, base_delay=0.01)
+    fast = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02)
     monkeypatch.setattr(runware.RunwareProvider, "retry_policy", fast)
-    monkeypatch.setattr(runware.RunwareProvider, "poll", flaky)
+    spec = write_spec(one_scene("runware"))
+    emulator.configure(anonymous_poll_errors=2)  # fewer than the attempts: absorbed
     result = render(load_storyboard(spec), opts(emulator))
+    assert [r.outcome for r in result.results] == ["rendered"], result
+
+    text = one_scene("runware").replace("harbor", "docks").replace("name: facts", "name: other")
+    other = write_spec(text, "other.yaml")
+    emulator.configure(anonymous_poll_errors=1000)
+    result = render(load_storyboard(other), opts(emulator))
     assert [r.outcome for r in result.results] == ["failed"]
-    entry = Lockfile.load(spec.with_suffix(".lock"), "facts").scenes["only"]
+    entry = Lockfile.load(other.with_suffix(".lock"), "other").scenes["only"]
     assert entry.state == "submitted"  # not `failed`: the rerun waits for the paid job
-    monkeypatch.setattr(runware.RunwareProvider, "poll", real)
-    again = render(load_storyboard(spec), opts(emulator))
+    emulator.configure(anonymous_poll_errors=0)
+    again = render(load_storyboard(other), opts(emulator))
     assert [r.outcome for r in again.results] == ["resumed"]
-    assert paid(emulator) == {"runware": 1}
+    assert paid(emulator) == {"runware": 2}
 
 
 # -- statuses that end a job ----------------------------------------------------------------------

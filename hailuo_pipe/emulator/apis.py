@@ -398,6 +398,12 @@ class Runware(Api):
         return Resp(200, {"data": [{"taskType": "videoInference", "taskUUID": uuid}]})
 
     def _poll(self, req: Req, state: State) -> Resp:
+        with state.lock:
+            anonymous = int(state.config["anonymous_poll_errors"] or 0)
+            if anonymous:
+                state.config["anonymous_poll_errors"] = anonymous - 1
+        if anonymous:  # an error about the request, not about any task
+            return self.error(400, "internal error, please retry", "internalServerError")
         data, errors = [], []
         for task in req.body:
             uuid = task.get("taskUUID", "")
