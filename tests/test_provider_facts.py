@@ -394,3 +394,11 @@ def test_providers_command_lists_wavespeed_512p_with_its_prices() -> None:
     assert row["durations"]["512p"] == [6, 10]
     assert row["prices"]["512p/6s"] == pytest.approx(0.10)
     assert row["prices"]["512p/10s"] == pytest.approx(0.15)
+
+
+def test_a_status_that_is_not_a_word_is_no_verdict() -> None:
+    from hailuo_pipe.providers.base import state_of
+
+    assert state_of({"error": "x"}, {}) == "running"
+    assert state_of(["failed"], {}) == "running"
+    assert state_of(None, {}) == "running"

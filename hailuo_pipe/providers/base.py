@@ -42,7 +42,9 @@ ENDING_STEMS: tuple[tuple[str, State], ...] = (
 def state_of(status: object, known: Mapping[str, State], default: State = "running") -> State:
     """The shared state of a provider's status word: listed ones (any case), then any word that
     looks terminal, else `default`."""
-    word = str(status or "").strip().lower()
+    if not isinstance(status, str):  # a malformed answer is no verdict on the job
+        return default
+    word = status.strip().lower()
     for name, state in known.items():
         if name.lower() == word:
             return state
