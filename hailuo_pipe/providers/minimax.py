@@ -56,7 +56,7 @@ TRANSIENT = frozenset({1000, 1001, 1024, 1033})
 # everything else (1008 balance, 1028/1030 quota, 2013 parameters, 2061 plan, …) is a rejected
 # request: retrying it cannot help, the user has to act. What to do, by code:
 ADVICE = {
-    1002: "rate limited; the request is retried after a pause",
+    1002: "rate limited (too many requests); wait a minute, then rerun",
     1004: "authentication failed; check MINIMAX_API_KEY",
     1008: "insufficient balance; top up the MiniMax account, then rerun",
     1026: "the prompt was refused as sensitive; rephrase it",
