@@ -390,7 +390,9 @@ def test_providers_command_lists_wavespeed_512p_with_its_prices() -> None:
     assert done.returncode == 0, done
     import json
 
-    [row] = [r for r in json.loads(done.stdout) if r["name"] == "wavespeed"]
+    rows = {r["name"]: r for r in json.loads(done.stdout)}
+    assert "GMI_ORGANIZATION_ID" in rows["gmicloud"]["env"]
+    row = rows["wavespeed"]
     assert row["durations"]["512p"] == [6, 10]
     assert row["prices"]["512p/6s"] == pytest.approx(0.10)
     assert row["prices"]["512p/10s"] == pytest.approx(0.15)

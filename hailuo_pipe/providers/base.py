@@ -108,6 +108,8 @@ class Provider(ABC):
     # True when a submit whose answer was lost can be sent again without creating a second paid
     # job (the API dedupes on a client-chosen key). Otherwise such a submit is never repeated.
     idempotent_submit: ClassVar[bool] = False
+    # Environment variables a provider reads besides its key and base URL (none is a secret).
+    optional_variables: ClassVar[tuple[str, ...]] = ()
     # Local providers render on this machine and implement `render_local`, not submit/poll.
     local: ClassVar[bool] = False
 

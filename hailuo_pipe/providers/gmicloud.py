@@ -71,6 +71,7 @@ class GMICloudProvider(HostedProvider):
         "prompt_optimizer": "prompt_optimizer",
     }
 
+    optional_variables = (ORGANIZATION_VARIABLE,)
     organization: str = ""
 
     @classmethod
