@@ -293,7 +293,9 @@ def _provider_rows() -> list[Mapping[str, Any]]:
                 "end_image": caps.end_image,
                 "local_images": caps.local_images,
                 "prices": prices,
-                "env": [] if cls.local else [cls.key_variable(), cls.url_variable()],
+                "env": []
+                if cls.local
+                else [cls.key_variable(), cls.url_variable(), *cls.optional_variables],
                 "base_url": cls.default_base_url,
             }
         )

@@ -150,7 +150,16 @@ def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> l
                 f"{scene.resolution} needs a first frame: add an image to this scene",
             )
         )
-    if scene.end_image is not None and not caps.end_image:
+    if scene.end_image is not None and scene.resolution in caps.no_end_image:
+        out.append(
+            at(
+                scene,
+                "end_image",
+                f"{title} takes no last frame at {scene.resolution}; remove end_image "
+                "or use another resolution",
+            )
+        )
+    elif scene.end_image is not None and not caps.end_image:
         out.append(
             at(
                 scene,

@@ -125,6 +125,7 @@ FAILURE = "generation failed: internal inference error"
 class WaveSpeed(Api):
     name = "wavespeed"
     SUBMIT: ClassVar[dict[str, str]] = {
+        "/api/v3/minimax/hailuo-02/fast": "512p",
         "/api/v3/minimax/hailuo-02/standard": "768p",
         "/api/v3/minimax/hailuo-02/pro": "1080p",
     }
@@ -154,6 +155,12 @@ class WaveSpeed(Api):
             return self.error(400, f"invalid parameter {problem[0]}: {problem[1]}")
         if resolution == "1080p" and body.get("duration", 6) != 6:
             return self.error(400, "invalid parameter duration: pro supports 6 seconds only")
+        if resolution == "512p" and "image" not in body:
+            return self.error(400, "invalid parameter image: image is required")
+        if resolution == "512p" and "end_image" in body:
+            return self.error(400, "invalid parameter end_image: not supported by fast")
+        if resolution != "512p" and "go_fast" in body:
+            return self.error(400, "invalid parameter go_fast: only the fast model takes it")
         for where, value in _images(body, ("image",), ("end_image",)):
             if (why := image_problem(value)) is not None:
                 return self.error(400, f"invalid parameter {where}: {why}")
@@ -289,7 +296,9 @@ class MiniMax(Api):
         if job is None:
             return self.error(400, "invalid params, task_id not found")
         phase = job.phase()
-        status = {"queued": "Queueing", "running": "Processing", "ok": "Success"}.get(phase, "Fail")
+        status = {"queued": "Queueing", "running": "Processing", "ok": "Success"}.get(
+            phase, state.config["fail_status"] or "Fail"
+        )
         base = {"status_code": 0, "status_msg": "success"}
         if phase == "refuse":
             base = {"status_code": 1027, "status_msg": "generated video contains sensitive content"}
@@ -361,10 +370,40 @@ class Runware(Api):
                     400, why, "invalidFrameImage", parameter="inputs.frameImages", taskUUID=uuid
                 )
         resolution = "1080p" if task["height"] == 1080 else "768p"
-        state.create_job(self.name, task, key=uuid, resolution=resolution, cost=PRICES[resolution])
+        _, created = state.create_job(
+            self.name, task, key=uuid, resolution=resolution, cost=PRICES[resolution]
+        )
+        if not created:  # what Runware answers a resend of a taskUUID it already has
+            return Resp(
+                400,
+                {
+                    "data": [],
+                    "errors": [
+                        {
+                            "code": "conflictTaskUUID",
+                            "message": f"Task {uuid} already exists. "
+                            "Use a unique taskUUID for each request.",
+                            "parameter": "taskUUID",
+                            "type": "string",
+                            "taskUUID": uuid,
+                            "context": {
+                                "taskType": "videoInference",
+                                "taskUUID": uuid,
+                                "deliveryMethod": "async",
+                            },
+                        }
+                    ],
+                },
+            )
         return Resp(200, {"data": [{"taskType": "videoInference", "taskUUID": uuid}]})
 
     def _poll(self, req: Req, state: State) -> Resp:
+        with state.lock:
+            anonymous = int(state.config["anonymous_poll_errors"] or 0)
+            if anonymous:
+                state.config["anonymous_poll_errors"] = anonymous - 1
+        if anonymous:  # an error about the request, not about any task
+            return self.error(400, "internal error, please retry", "internalServerError")
         data, errors = [], []
         for task in req.body:
             uuid = task.get("taskUUID", "")
@@ -455,7 +494,14 @@ class Apiframe(Api):
         status = {"queued": "QUEUED", "running": "PROCESSING", "ok": "COMPLETED"}.get(
             phase, "FAILED"
         )
-        view: dict[str, Any] = {"jobId": job.id, "status": status, "model": "hailuo-02"}
+        ten = job.body["hailuoParams"].get("duration") == 10
+        credits = 10 if job.resolution == "1080p" else 8 if ten else 5
+        view: dict[str, Any] = {
+            "jobId": job.id,
+            "status": status,
+            "model": "hailuo-02",
+            "creditCost": 0 if phase in ("fail", "refuse") else credits,  # refunded on failure
+        }
         if phase == "ok":
             view["result"] = {"urls": [self.clip_url(req, job)]}
         elif phase in ("fail", "refuse"):

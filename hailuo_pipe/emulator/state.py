@@ -85,6 +85,10 @@ DEFAULTS: dict[str, Any] = {
     "fail_jobs": 0.0,
     "refuse_content": 0.0,
     "fail_prompt": None,  # a job whose request contains this text fails (to target one scene)
+    # the status word a failed job reports instead of the API's own (MiniMax's CLI: "Failed")
+    "fail_status": None,
+    # Runware: this many polls are answered with an error that names no task (a count)
+    "anonymous_poll_errors": 0,
     "expire_outputs": False,
     "output_bytes": 0,
     "clip_path": None,

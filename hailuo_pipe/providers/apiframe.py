@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -31,6 +31,9 @@ PRICES = {combo: credits * CREDIT_USD for combo, credits in CREDITS.items()}
 # unconfirmed: the advertised idempotency mechanism is not documented; the usual header is sent
 # but a lost submit is not resent on the strength of it.
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+# options that belong beside hailuoParams: the API reference's webhookUrl / webhookEvents, and
+# the model page's webhook_url
+TOP_LEVEL_OPTIONS = ("webhook_url", "webhookUrl", "webhookEvents")
 STATES: dict[str, State] = {
     "QUEUED": "queued",
     "PENDING": "queued",
@@ -91,7 +94,7 @@ class ApiframeProvider(HostedProvider):
             params["end_image"] = images["end_image"]
         params["prompt_optimizer"] = scene.prompt_optimizer  # Apiframe defaults to true
         options = dict(scene.options)
-        top = {k: options.pop(k) for k in ("webhook_url",) if k in options}
+        top = {k: options.pop(k) for k in TOP_LEVEL_OPTIONS if k in options}
         params.update(options)
         body = {"prompt": scene.prompt, "model": MODEL, "hailuoParams": params, **top}
         return WireRequest("POST", SUBMIT_PATH, body)
@@ -123,13 +126,21 @@ class ApiframeProvider(HostedProvider):
         return status_of(reply.body)
 
 
+def cost_of(body: Mapping[str, Any]) -> float | None:
+    """USD from the job's `creditCost`, at CREDIT_USD a credit; None when it names none."""
+    credits = body.get("creditCost")
+    if isinstance(credits, bool) or not isinstance(credits, int | float) or credits < 0:
+        return None
+    return float(Decimal(str(credits)) * CREDIT_USD)
+
+
 def status_of(body: Mapping[str, Any]) -> JobStatus:
-    state = STATES.get(str(body.get("status", "")).upper(), "running")
+    state = state_of(body.get("status"), STATES)
     if state == "succeeded":
         url = first_url(body.get("result"))
         if url is None:
             return JobStatus("failed", error="COMPLETED without an output URL")
-        return JobStatus("succeeded", output_url=url)
+        return JobStatus("succeeded", output_url=url, cost=cost_of(body))
     if state in ("failed", "cancelled"):
         error = body.get("error")
         if isinstance(error, dict):

@@ -24,6 +24,35 @@ if TYPE_CHECKING:
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# Word stems of statuses that end a job. A status no adapter lists (MiniMax's CLI says `Failed`
+# where its docs say `Fail`) must end the scene at once, not after the one-hour job timeout.
+ENDING_STEMS: tuple[tuple[str, State], ...] = (
+    ("cancel", "cancelled"),
+    ("delet", "cancelled"),
+    ("abort", "cancelled"),
+    ("fail", "failed"),
+    ("error", "failed"),
+    ("timeout", "failed"),
+    ("timedout", "failed"),
+    ("expire", "failed"),
+    ("reject", "failed"),
+)
+
+
+def state_of(status: object, known: Mapping[str, State], default: State = "running") -> State:
+    """The shared state of a provider's status word: listed ones (any case), then any word that
+    looks terminal, else `default`."""
+    if not isinstance(status, str):  # a malformed answer is no verdict on the job
+        return default
+    word = status.strip().lower()
+    for name, state in known.items():
+        if name.lower() == word:
+            return state
+    letters = "".join(c for c in word if c.isalpha())
+    for stem, state in ENDING_STEMS:
+        if stem in letters:
+            return state
+    return default
 
 
 @dataclass(frozen=True)
@@ -37,6 +66,8 @@ class Capabilities:
     local_images: bool
     # Resolutions that need a first frame (512p on every Hailuo 02 API).
     needs_first_frame: tuple[str, ...] = ("512p",)
+    # Resolutions whose endpoint takes no last frame even where others do (WaveSpeed's 512p).
+    no_end_image: tuple[str, ...] = ()
 
     @property
     def resolutions(self) -> tuple[str, ...]:
@@ -77,6 +108,8 @@ class Provider(ABC):
     # True when a submit whose answer was lost can be sent again without creating a second paid
     # job (the API dedupes on a client-chosen key). Otherwise such a submit is never repeated.
     idempotent_submit: ClassVar[bool] = False
+    # Environment variables a provider reads besides its key and base URL (none is a secret).
+    optional_variables: ClassVar[tuple[str, ...]] = ()
     # Local providers render on this machine and implement `render_local`, not submit/poll.
     local: ClassVar[bool] = False
 

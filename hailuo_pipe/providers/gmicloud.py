@@ -8,13 +8,14 @@ quickstarts (upper-case resolution, prompt_optimizer, fast_pretreatment; the sub
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import TransientError
+from ..errors import ConfigError, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, Provider, State, WireRequest, state_of
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -32,9 +33,12 @@ PRICES = {
     ("768p", 10): Decimal("0.56"),
     ("1080p", 6): Decimal("0.49"),
 }
+# optional: GMI routes a key that belongs to several organizations by this header; not a secret
+ORGANIZATION_VARIABLE = "GMI_ORGANIZATION_ID"
 STATES: dict[str, State] = {
+    "created": "queued",  # the official SDK (gmicloud) lists it before queued
     "queued": "queued",
-    "dispatched": "queued",
+    "dispatched": "queued",  # GMI's docs
     "processing": "running",
     "success": "succeeded",
     "failed": "failed",
@@ -66,6 +70,32 @@ class GMICloudProvider(HostedProvider):
         "duration": "duration",
         "prompt_optimizer": "prompt_optimizer",
     }
+
+    optional_variables = (ORGANIZATION_VARIABLE,)
+    organization: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Provider:
+        env = os.environ if environ is None else environ
+        provider = super().from_env(env)
+        org = env.get(ORGANIZATION_VARIABLE, "").strip()
+        # a header value with a control character could split the request (or be refused by
+        # httpx mid-run): refuse it before anything is sent
+        if org and not all("!" <= c <= "~" for c in org):
+            raise ConfigError(
+                f"{ORGANIZATION_VARIABLE} may hold only visible ASCII characters (no spaces or "
+                "control characters): set it to the organization id from GMI's console, or "
+                "unset it"
+            )
+        assert isinstance(provider, GMICloudProvider)
+        provider.organization = org
+        return provider
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = super().auth_headers()
+        if self.organization:
+            headers["X-Organization-ID"] = self.organization
+        return headers
 
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:
         payload: dict[str, Any] = {
@@ -119,7 +149,7 @@ class GMICloudProvider(HostedProvider):
             if isinstance(item, dict)
             and item.get("model") == wanted["model"]
             and item.get("payload") == wanted["payload"]
-            and STATES.get(str(item.get("status"))) not in ("failed", "cancelled")
+            and state_of(item.get("status"), STATES) not in ("failed", "cancelled")
         ]
         return found[0] if len(found) == 1 and isinstance(found[0], str) else None
 
@@ -145,7 +175,7 @@ def output_url(outcome: Any) -> str | None:
 
 
 def status_of(body: Mapping[str, Any]) -> JobStatus:
-    state = STATES.get(str(body.get("status", "")).lower(), "running")
+    state = state_of(body.get("status"), STATES)
     if state == "succeeded":
         url = output_url(body.get("outcome"))
         if url is None:

@@ -23,7 +23,7 @@ from ..errors import (
     TransientError,
 )
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply
 
 if TYPE_CHECKING:
@@ -46,17 +46,32 @@ STATES: dict[str, State] = {
     "queueing": "queued",
     "processing": "running",
     "success": "succeeded",
-    "fail": "failed",
+    "fail": "failed",  # the docs' spelling
+    "failed": "failed",  # what MiniMax's official CLI types and checks
 }
 RATE_LIMIT = frozenset({1002, 1039})
-AUTH = frozenset({1004})
+AUTH = frozenset({1004, 2049})
 REFUSED = frozenset({1026, 1027})
 TRANSIENT = frozenset({1000, 1001, 1024, 1033})
-# everything else (1008 balance, 1042 characters, 2013 parameters, …) is a rejected request
+# everything else (1008 balance, 1028/1030 quota, 2013 parameters, 2061 plan, …) is a rejected
+# request: retrying it cannot help, the user has to act. What to do, by code:
+ADVICE = {
+    1002: "rate limited (too many requests); wait a minute, then rerun",
+    1004: "authentication failed; check MINIMAX_API_KEY",
+    1008: "insufficient balance; top up the MiniMax account, then rerun",
+    1026: "the prompt was refused as sensitive; rephrase it",
+    1027: "the generated video was refused as sensitive; change the prompt or images",
+    1028: "usage quota exhausted; wait for it to renew or raise it, then rerun",
+    1030: "usage quota exhausted; wait for it to renew or raise it, then rerun",
+    2013: "invalid parameters; check the scene's fields and options",
+    2049: "invalid API key; check MINIMAX_API_KEY",
+    2061: "the account's plan does not include MiniMax-Hailuo-02; change the plan or provider",
+}
 
 
 def error_for(code: int, message: str) -> ProviderError:
-    text = f"MiniMax: {message} ({code})"
+    advice = ADVICE.get(code)
+    text = f"MiniMax: {advice} ({code}: {message})" if advice else f"MiniMax: {message} ({code})"
     if code in RATE_LIMIT:
         return RateLimited(text, provider="minimax")
     if code in AUTH:
@@ -138,11 +153,11 @@ class MiniMaxProvider(HostedProvider):
             job_id=job_id,
         )
         body = reply.body
-        state = STATES.get(str(body.get("status", "")).lower(), "running")
-        if state == "failed":
+        state = state_of(body.get("status"), STATES)
+        if state in ("failed", "cancelled"):
             code, message = base_code(body)
             error = f"{message or 'generation failed'} ({code})" if code else "generation failed"
-            return JobStatus("failed", error=error, refused=code in REFUSED)
+            return JobStatus(state, error=error, refused=code in REFUSED)
         if state != "succeeded":
             return JobStatus(state)
         file_id = body.get("file_id")
@@ -166,6 +181,9 @@ class MiniMaxProvider(HostedProvider):
 
 def _check_query(reply: Reply) -> None:
     """A failed task carries its reason in base_resp: that is a state, not a call error."""
-    if isinstance(reply.body, dict) and str(reply.body.get("status", "")).lower() == "fail":
+    if isinstance(reply.body, dict) and state_of(reply.body.get("status"), STATES) in (
+        "failed",
+        "cancelled",
+    ):
         return
     _check(reply)

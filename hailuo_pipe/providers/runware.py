@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, WireRequest
-from .http import HostedProvider, Reply
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
+from .http import HostedProvider, Reply, scrub
 from .wavespeed import is_refusal
 
 if TYPE_CHECKING:
@@ -40,10 +40,11 @@ PRICES = {
     ("768p", 10): Decimal("0.56"),
 }
 FPS = 25
-# unconfirmed: the HTTP status of an answer whose only content is task errors; both are read
+# the HTTP status of an answer whose only content is task errors (a resent taskUUID among them)
 TASK_ERROR_STATUSES = frozenset({400})
-# unconfirmed: Runware's code for a repeated taskUUID; any of these words means "already have it"
-DUPLICATE_WORDS = ("duplicate", "already")
+# Runware's answer to a taskUUID it already has: the official SDK (runware/base.py) takes it as
+# "already submitted" and polls the task, so a resend after a lost answer creates nothing
+CONFLICT_CODE = "conflicttaskuuid"
 
 
 def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -119,25 +120,35 @@ class RunwareProvider(HostedProvider):
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
         # the taskUUID makes a resend harmless, so even a lost answer is simply sent again
-        reply = await self.call(
+        secrets = self.secrets()
+
+        def check(reply: Reply) -> None:
+            _check_submit(reply, key, secrets)
+
+        await self.call(
             client,
             "POST",
             PATH,
             body=self.with_key(request, key),
             idempotent=True,
-            check=_check_submit,
+            check=check,
+            accept=TASK_ERROR_STATUSES,
         )
-        del reply
         return key
 
     async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
+        secrets = self.secrets()
+
+        def check(reply: Reply) -> None:
+            _check_poll(reply, job_id, secrets)
+
         reply = await self.call(
             client,
             "POST",
             PATH,
             body=[{"taskType": "getResponse", "taskUUID": job_id}],
             idempotent=True,
-            check=_check,
+            check=check,
             job_id=job_id,
             accept=TASK_ERROR_STATUSES,
         )
@@ -151,20 +162,53 @@ class RunwareProvider(HostedProvider):
 
 
 NOT_FOUND = "no task with this taskUUID"
+ITEM_STATES: dict[str, State] = {"processing": "running", "success": "succeeded", "error": "failed"}
 
 
-def _check_submit(reply: Reply) -> None:
+def _message(error: Mapping[str, Any]) -> str:
+    return str(error.get("message") or error.get("code") or "unknown error")
+
+
+def _check_submit(reply: Reply, key: str, secrets: tuple[str, ...]) -> None:
     _check(reply)
-    for error in _errors(reply.body):
-        text = f"{error.get('code', '')} {error.get('message', '')}".lower()
-        if any(word in text for word in DUPLICATE_WORDS):
-            continue
-        raise RequestRejected(f"Runware: {error.get('message') or error.get('code')}")
+    errors = _errors(reply.body)
+    for error in errors:
+        conflict = str(error.get("code", "")).lower() == CONFLICT_CODE
+        if conflict and error.get("taskUUID") in (None, key):
+            continue  # our own earlier send created it: poll that task
+        raise RequestRejected(
+            scrub(f"Runware: request rejected (HTTP {reply.status}): {_message(error)}", secrets),
+            provider="runware",
+        )
+    if not 200 <= reply.status < 300 and not errors:
+        raise RequestRejected(
+            scrub(f"Runware: request rejected (HTTP {reply.status}): {reply.body}", secrets),
+            provider="runware",
+        )
+
+
+def _check_poll(reply: Reply, task_uuid: str, secrets: tuple[str, ...]) -> None:
+    """An error that names another task, or none, is no verdict on ours: retry, never `failed`.
+
+    Retries are bounded by the call's policy; after them the job stays submitted for a rerun.
+    """
+    _check(reply)
+    errors = _errors(reply.body)
+    if not errors or any(e.get("taskUUID") == task_uuid for e in errors):
+        return
+    items = reply.body.get("data")
+    if any(isinstance(i, dict) and i.get("taskUUID") == task_uuid for i in items or []):
+        return
+    raise TransientError(
+        scrub(f"Runware: an error naming no task of ours: {_message(errors[0])}", secrets),
+        provider="runware",
+        job_id=task_uuid,
+    )
 
 
 def status_of(body: Mapping[str, Any], task_uuid: str) -> JobStatus:
     for error in _errors(body):
-        if error.get("taskUUID") in (None, task_uuid):
+        if error.get("taskUUID") == task_uuid:
             code = str(error.get("code", ""))
             if "notfound" in code.lower().replace("_", ""):
                 return JobStatus("failed", error=NOT_FOUND)
@@ -175,8 +219,8 @@ def status_of(body: Mapping[str, Any], task_uuid: str) -> JobStatus:
     if not mine:
         return JobStatus("queued")
     item = mine[0]
-    status = str(item.get("status", "")).lower()
-    if status == "success":
+    status = state_of(item.get("status"), ITEM_STATES)
+    if status == "succeeded":
         cost, seed = item.get("cost"), item.get("seed")
         return JobStatus(
             "succeeded",
@@ -184,7 +228,9 @@ def status_of(body: Mapping[str, Any], task_uuid: str) -> JobStatus:
             cost=float(cost) if isinstance(cost, int | float) else None,
             seed=seed if isinstance(seed, int) else None,
         )
-    if status == "error":
-        message = str(item.get("error") or item.get("message") or "generation failed")
-        return JobStatus("failed", error=message, refused=is_refusal(message))
-    return JobStatus("running")
+    if status in ("failed", "cancelled"):
+        message = str(
+            item.get("error") or item.get("message") or f"the task ended {item.get('status')}"
+        )
+        return JobStatus(status, error=message, refused=is_refusal(message))
+    return JobStatus(status)

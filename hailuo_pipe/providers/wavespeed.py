@@ -1,4 +1,4 @@
-"""WaveSpeedAI: Hailuo 02 behind one endpoint per tier (standard 768p, pro 1080p).
+"""WaveSpeedAI: Hailuo 02 behind one endpoint per tier (fast 512p, standard 768p, pro 1080p).
 
 Facts: providers.md, and wavespeed.ai/docs/docs-api/minimax-hailuo-02-standard (parameters
 prompt, image, end_image, duration 6|10, enable_prompt_expansion; $0.23 / $0.56) and
@@ -15,18 +15,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, state_of
 from .http import HostedProvider, Reply, provider_message
 
 if TYPE_CHECKING:
     import httpx
 
 ENDPOINTS = {  # resolution -> submit path
+    # wavespeed.ai/docs/docs-api/minimax-hailuo-02-fast: image-to-video only (image required),
+    # 6 or 10 s, no end frame; takes go_fast besides the standard fields
+    "512p": "/api/v3/minimax/hailuo-02/fast",
     "768p": "/api/v3/minimax/hailuo-02/standard",
     "1080p": "/api/v3/minimax/hailuo-02/pro",
 }
 RESULT_PATH = "/api/v3/predictions/{id}/result"
 PRICES = {  # (resolution, duration) -> USD, from the docs pages above
+    ("512p", 6): Decimal("0.10"),
+    ("512p", 10): Decimal("0.15"),
     ("768p", 6): Decimal("0.23"),
     ("768p", 10): Decimal("0.56"),
     ("1080p", 6): Decimal("0.48"),
@@ -68,7 +73,10 @@ class WaveSpeedProvider(HostedProvider):
     default_base_url = "https://api.wavespeed.ai"
     version_suffixes = ("/api/v3",)
     capabilities = Capabilities(
-        durations={"768p": (6, 10), "1080p": (6,)}, end_image=True, local_images=True
+        durations={"512p": (6, 10), "768p": (6, 10), "1080p": (6,)},
+        end_image=True,
+        local_images=True,
+        no_end_image=("512p",),
     )
     prices = PRICES
     field_origins: ClassVar[Mapping[str, str]] = {
@@ -87,7 +95,7 @@ class WaveSpeedProvider(HostedProvider):
         body["duration"] = scene.duration
         body["enable_prompt_expansion"] = scene.prompt_optimizer
         body.update(scene.options)
-        # the tier is the path, not a field: validation rejects 512p from `capabilities` first
+        # the tier is the path, not a field: `capabilities` vet the resolution first
         return WireRequest("POST", ENDPOINTS.get(scene.resolution, ENDPOINTS["768p"]), body)
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
@@ -117,7 +125,7 @@ class WaveSpeedProvider(HostedProvider):
 
 
 def status_of(data: Mapping[str, Any]) -> JobStatus:
-    state = STATES.get(str(data.get("status", "")).lower(), "running")
+    state = state_of(data.get("status"), STATES)
     if state == "succeeded":
         outputs = data.get("outputs") or []
         url = outputs[0] if outputs and isinstance(outputs[0], str) else None
