@@ -550,9 +550,9 @@ class Cache:
             for name, path in dest.items():
                 os.replace(temps.pop(name), path)
         finally:
-            for tmp in temps.values():
+            for left in temps.values():
                 with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                    left.unlink()
         return result
 
     def _intact(self, result: CachedResult) -> bool:

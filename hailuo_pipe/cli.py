@@ -269,7 +269,7 @@ def schema() -> None:
 def _provider_rows() -> list[Mapping[str, Any]]:
     from .storyboard import Scene
 
-    rows = []
+    rows: list[Mapping[str, Any]] = []
     for name in providers.PROVIDER_NAMES:
         cls = providers.get(name)
         caps = cls.capabilities

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import av
 import av.container
@@ -223,11 +223,13 @@ def _edge_frames(
         if index == target:
             ctx.skip_frame = "DEFAULT"
         for frame in ctx.decode(packet):
-            if first is None or (timed and frame.pts is not None and frame.pts < first.pts):
+            if first is None or (
+                timed and frame.pts is not None and first.pts is not None and frame.pts < first.pts
+            ):
                 first = frame
             if last is None or _later(frame, last):
                 last = frame
-    earliest = min(p.pts for p in packets) if timed else None
+    earliest = min(p.pts or 0 for p in packets) if timed else None
     if start != 0 or first is None or (timed and first.pts != earliest):
         first = None
     return first, last
@@ -326,7 +328,10 @@ class _Writer:
         options: Mapping[str, str],
     ) -> None:
         self._container = av.open(str(path), mode="w", format="mp4")
-        self._stream = self._container.add_stream(CODEC, rate=fps, options=dict(options))
+        self._stream = cast(
+            av.video.stream.VideoStream,
+            self._container.add_stream(CODEC, rate=fps, options=dict(options)),
+        )
         self._stream.width = width
         self._stream.height = height
         self._stream.pix_fmt = PIX_FMT
@@ -500,8 +505,9 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     return backdrop
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    # Pillow >= 10.1 ships a scalable default font: `size` is honoured
+    return cast(ImageFont.FreeTypeFont, ImageFont.load_default(size=size))
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:

@@ -349,7 +349,7 @@ def _tokens(
     token: Callable[[FrameSource, tuple[str, str]], str | None],
 ) -> dict[tuple[str, str], str]:
     """What stands for each frame `scene` takes from another scene, where it can be had."""
-    found = {}
+    found: dict[tuple[str, str], str] = {}
     for ref in scene.frame_refs():
         key = (ref.scene, ref.frame)
         if key in frames and (value := token(frames[key], key)) is not None:
