@@ -167,9 +167,21 @@ class _Resolver:
             if isinstance(value, dict):
                 for sub in value:
                     where[f"{key}.{sub}"] = self.doc.locate((*path, key, sub))
+        # nested options keys too, so a problem deep in options points at its own line
+        self._nested(where, "options", (*path, "options"), raw.get("options"))
         for sub in self.defaults.get("options", {}):
             where.setdefault(f"options.{sub}", self.doc.locate(("defaults", "options", sub)))
+        self._nested(where, "options", ("defaults", "options"), self.defaults.get("options"))
         return where
+
+    def _nested(self, where: dict[str, Location], key: str, path: DocPath, value: Any) -> None:
+        if not isinstance(value, dict):
+            return
+        for sub, inner in value.items():
+            if isinstance(inner, dict):
+                for deep in inner:
+                    where.setdefault(f"{key}.{sub}.{deep}", self.doc.locate((*path, sub, deep)))
+                self._nested(where, f"{key}.{sub}", (*path, sub), inner)
 
     def cut(self) -> Cut | None:
         raw = self.data.get("output")

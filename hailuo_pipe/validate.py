@@ -5,8 +5,10 @@ load -> storyboard schema -> templates -> ids -> graph -> per-provider checks ->
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from . import images, providers, schemas, spec
 from .errors import Problem, SpecError
@@ -171,6 +173,8 @@ def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> l
                         "or another provider",
                     )
                 )
+    if not cls.local:
+        out += _option_problems(cls, scene, at)
     if out or (cls.local and scene.provider != "preview"):
         return out
     images_ = {
@@ -181,6 +185,76 @@ def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> l
     body = cls().build_request(scene, images_).body
     for path, message in memo.errors(scene.provider, body):
         out.append(at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}"))
+    return out
+
+
+_MARK = "\x00hailuo-pipe-option:"
+
+
+def _marked(value: Any, prefix: tuple[str, ...]) -> Any:
+    """`value` with every leaf replaced by a marker naming its options path."""
+    if isinstance(value, Mapping):
+        return {k: _marked(v, (*prefix, str(k))) for k, v in value.items()}
+    return _MARK + "\x00".join(prefix)
+
+
+def _markers(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """(wire path, options path) of every marker in a built request."""
+    if isinstance(value, str) and value.startswith(_MARK):
+        yield path, value[len(_MARK) :].replace("\x00", ".")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _markers(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _markers(v, (*path, i))
+
+
+def _overrides(base: Any, path: tuple[Any, ...]) -> bool:
+    """Whether a value put at `path` replaces something the adapter itself set there."""
+    node = base
+    for part in path:
+        if isinstance(node, Mapping):
+            if part not in node:
+                return False
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                return False
+            node = node[part]
+        else:
+            return True  # a scalar the adapter set is being replaced by a mapping
+    return True
+
+
+def _option_problems(cls: type[providers.Provider], scene: Scene, at: Locator) -> list[Problem]:
+    """Options that would replace what the adapter fills from a scene field (or sets itself):
+    the plan, the price and --max-cost read the scene, so the wire must not say otherwise."""
+    if not scene.options:
+        return []
+    both = {"image": PLACEHOLDER, "end_image": PLACEHOLDER}
+    try:
+        base = cls().build_request(dataclasses.replace(scene, options={}), both)
+        marked = cls().build_request(
+            dataclasses.replace(scene, options=_marked(scene.options, ())), both
+        )
+    except Exception:  # the schema check below reports a request that cannot be built
+        return []
+    out = []
+    found = {key: wire for wire, key in _markers(marked.body)}
+    for key in scene.options:
+        if str(key) in cls.field_origins and str(key) not in found:
+            found[str(key)] = (str(key),)
+    for key, wire in sorted(found.items()):
+        names = [p for p in (*wire, key.rpartition(".")[2]) if isinstance(p, str)]
+        origin = next((cls.field_origins[p] for p in reversed(names) if p in cls.field_origins), "")
+        if not (_overrides(base.body, wire) or key.split(".")[0] in cls.field_origins):
+            continue
+        if origin:
+            text = f"options.{key}: set the scene's `{origin}` instead"
+        else:
+            text = f"options.{key}: hailuo-pipe sets this for {cls.title} itself; remove it"
+        out.append(at(scene, f"options.{key}", text))
     return out
 
 
