@@ -6,12 +6,13 @@ load -> storyboard schema -> templates -> ids -> graph -> per-provider checks ->
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+import difflib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from . import images, providers, schemas, spec
-from .errors import Problem, SpecError
+from .errors import Problem, SpecError, UnknownName
 from .graph import CycleError, Graph
 from .resolve import resolve
 from .storyboard import Scene, Storyboard, render_dir_of
@@ -51,6 +52,7 @@ def check(
     problems = memo.document_problems(doc)
     if problems:
         return None, problems
+    _check_overrides(doc.data.get("vars") or {}, overrides or {})
     board, problems = resolve(doc, path.resolve(), overrides=overrides, provider=provider)
     file = doc.file
 
@@ -77,6 +79,24 @@ def check(
     memo.save()
     problems += _cut_problems(doc, board, seen)
     return board, problems
+
+
+def did_you_mean(name: str, known: Iterable[object]) -> str:
+    """` (did you mean 'x'?)` for the closest of `known` to a mistyped name, else ''."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_overrides(declared: Mapping[str, object], overrides: Mapping[str, str]) -> None:
+    """A --var the storyboard does not declare would silently change nothing: refuse it."""
+    for name in overrides:
+        if name not in declared:
+            hint = did_you_mean(name, declared) or (
+                f" (it declares {', '.join(map(repr, declared))})"
+                if declared
+                else " (it declares no vars)"
+            )
+            raise UnknownName(f"--var {name}: the storyboard declares no variable {name!r}{hint}")
 
 
 def _memo_path(path: Path, data: object) -> Path | None:
@@ -280,8 +300,19 @@ def _image_problems(scene: Scene, at: Locator) -> list[Problem]:
             try:
                 images.check(img.path, img.written)
             except images.ImageProblem as err:
-                out.append(at(scene, key, str(err)))
+                out.append(at(scene, key, str(err) + _nearest_file(img.path)))
     return out
+
+
+def _nearest_file(path: Path) -> str:
+    """A hint naming the closest existing file beside a missing one (a typo'd image name)."""
+    try:
+        if path.exists() or not path.parent.is_dir():
+            return ""
+        names = sorted(p.name for p in path.parent.iterdir() if p.is_file())[:10_000]
+    except (OSError, ValueError):
+        return ""
+    return did_you_mean(path.name, names)
 
 
 def _cut_problems(
