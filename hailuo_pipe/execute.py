@@ -79,6 +79,7 @@ class RenderResult:
     results: tuple[SceneResult, ...]
     interrupted: bool = False
     cut: str | None = None  # path of the assembled cut, when the storyboard declares one
+    planned: float | None = None  # what the plan said this run would spend
 
     @property
     def failed(self) -> list[SceneResult]:
@@ -113,11 +114,11 @@ class _SceneFailed(Exception):
     pass
 
 
-def check_budget(plan: Plan, max_cost: Decimal | None) -> None:
+def check_budget(plan: Plan, max_cost: Decimal | None, limit: str = "--max-cost") -> None:
     if max_cost is not None and plan.cost > max_cost:
         raise BudgetExceeded(
             f"this run would spend ${plan.cost:.2f} on new submissions, more "
-            f"than --max-cost ${max_cost:.2f}; nothing was submitted"
+            f"than {limit} ${max_cost:.2f}; nothing was submitted"
         )
 
 
@@ -150,7 +151,10 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
         plan = make_plan(
             board, lock, force=opts.force, resubmit=opts.resubmit, only=opts.only, cache=cache
         )
-        check_budget(plan, opts.max_cost)
+        if opts.max_cost is None and board.budget is not None:  # --max-cost overrides it
+            check_budget(plan, board.budget, "the storyboard's budget:")
+        else:
+            check_budget(plan, opts.max_cost)
         configured = configure(plan, opts.environ)
         shared = (
             sharing.Shared(cache, ttl=sharing.lease_ttl(opts.environ))
@@ -240,7 +244,12 @@ class _Run:
         if not self.stop.is_set() and self.board.output and self.opts.only is None:
             cut = await asyncio.to_thread(self._cut)
         order = [s.scene.id for s in self.plan.steps]
-        return RenderResult(tuple(self.results[i] for i in order), self.stop.is_set(), cut)
+        return RenderResult(
+            tuple(self.results[i] for i in order),
+            self.stop.is_set(),
+            cut,
+            planned=float(self.plan.cost),
+        )
 
     async def _tick(self) -> None:
         while True:
@@ -723,6 +732,11 @@ class _Run:
             cost=_first(
                 status.cost, entry.cost, float(self.providers[scene.provider].price(scene))
             ),
+            cost_source=(
+                "provider"
+                if status.cost is not None
+                else (entry.cost_source if entry.cost is not None else None) or "price-list"
+            ),
             seed=status.seed if status.seed is not None else entry.seed,
         )
         await self.writer.put(scene.id, done)
@@ -778,4 +792,5 @@ def summary_line(result: RenderResult) -> str:
     for r in result.results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
     parts = [f"{n} {k}" for k, n in sorted(counts.items())]
-    return f"{', '.join(parts)}; spent ${result.spent:.2f}"
+    planned = f" (planned ${result.planned:.2f})" if result.planned is not None else ""
+    return f"{', '.join(parts)}; spent ${result.spent:.2f}{planned}"

@@ -194,9 +194,10 @@ def _step(
     scene: Scene, entry: Entry | None, frames: FrameHashes, base: Path, forced: bool, resubmit: bool
 ) -> Step:
     cls = providers.get(scene.provider)
-    price = cls().price(scene)
     tokens = image_tokens(scene, frames)
     request = request_for(scene, tokens) if tokens is not None else None
+    # the price of the request as it goes on the wire (options merged), not of the scene
+    price = cls().price_of(request) if request is not None else cls().price(scene)
     fp = fingerprint(scene, request) if request is not None else None
 
     def step(action: Action, reason: str, cost: Decimal = Decimal(0)) -> Step:

@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -209,5 +210,6 @@ def resolve(
         vars=r.variables,
         output=r.cut(),
         cache=doc.data.get("cache"),
+        budget=Decimal(str(doc.data["budget"])) if "budget" in doc.data else None,
     )
     return board, r.problems

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +96,7 @@ class Storyboard:
     vars: Mapping[str, Any] = field(default_factory=dict, hash=False)
     output: Cut | None = None
     cache: str | None = None
+    budget: Decimal | None = None  # USD a render may spend; --max-cost overrides it
 
     @property
     def lock_path(self) -> Path:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import Capabilities, JobStatus, State, WireRequest, wire_int
 from .http import HostedProvider, Reply, provider_message
 
 if TYPE_CHECKING:
@@ -89,6 +89,12 @@ class WaveSpeedProvider(HostedProvider):
         body.update(scene.options)
         # the tier is the path, not a field: validation rejects 512p from `capabilities` first
         return WireRequest("POST", ENDPOINTS.get(scene.resolution, ENDPOINTS["768p"]), body)
+
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        body = request.body if isinstance(request.body, dict) else {}
+        # the tier (and so the resolution billed) is the endpoint
+        resolution = next((res for res, path in ENDPOINTS.items() if path == request.path), "")
+        return resolution, wire_int(body.get("duration")) or 0
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
         reply = await self.call(
