@@ -66,6 +66,8 @@ class _Resolver:
     def scenes(self) -> list[Scene]:
         out: list[Scene] = []
         for index, raw in enumerate(self.data["scenes"]):
+            if raw is None:  # refused by the schema: reported there, checked no further
+                continue
             path: DocPath = ("scenes", index)
             for row in self._rows(path, raw):
                 scene = self._scene(path, raw, row)

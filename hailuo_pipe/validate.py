@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,17 @@ def check(
     if problems:
         return None, problems
     memo = schemas.SchemaMemo(_memo_path(path, doc.data))
-    problems = memo.document_problems(doc)
-    if problems:
-        return None, problems
+    schema_problems = memo.document_problems(doc)
+    broken: set[str] = set()
+    if schema_problems:
+        # one pass: the scenes the schema refused are left out, the rest is checked as usual
+        usable = _usable_part(doc)
+        if usable is None:
+            return None, schema_problems
+        doc, broken = usable
     _check_overrides(doc.data.get("vars") or {}, overrides or {})
     board, problems = resolve(doc, path.resolve(), overrides=overrides, provider=provider)
+    problems = schema_problems + problems
     file = doc.file
 
     def at(scene: Scene, key: str, message: str) -> Problem:
@@ -72,13 +78,59 @@ def check(
                 )
             )
         seen.setdefault(scene.id, scene)
-    problems += _graph_problems(seen, at)
-    for scene in seen.values():
+    # scenes that are written but failed to resolve (a template error, reported) still exist
+    raw_scenes = doc.data.get("scenes") if isinstance(doc.data, dict) else None
+    broken |= {
+        raw["id"]
+        for raw in raw_scenes or ()
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str) and "{" not in raw["id"]
+    } - set(seen)
+    problems += _graph_problems(seen, at, broken)
+    for scene in board.scenes:  # a duplicate's own problems are independent of its id's
         problems += _provider_problems(scene, at, memo)
         problems += _image_problems(scene, at)
     memo.save()
-    problems += _cut_problems(doc, board, seen)
+    problems += _cut_problems(doc, board, seen, broken)
     return board, problems
+
+
+# Top-level keys whose schema problems leave the scenes meaningful: checked without them.
+_SEPARABLE = frozenset({"version", "description", "output", "cache", "budget"})
+
+
+def _usable_part(doc: spec.Document) -> tuple[spec.Document, set[str]] | None:
+    """The document without the scenes (and separable keys) the schema refused, and the ids
+    those scenes declare; None when what is wrong (name, vars, defaults, the scene list) makes
+    every scene meaningless."""
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("scenes"), list):
+        return None
+    scenes: list[Any] = data["scenes"]
+    bad: set[int] = set()
+    drop: set[str] = set()
+    for err in schemas.validator("storyboard").iter_errors(data):
+        where = tuple(err.absolute_path)
+        if not where:
+            if err.validator == "additionalProperties":  # an unknown key is read by nothing
+                continue
+            return None
+        if where[0] == "scenes" and len(where) >= 2 and isinstance(where[1], int):
+            bad.add(where[1])
+        elif where[0] in _SEPARABLE:
+            drop.add(str(where[0]))
+        else:
+            return None
+    if len(bad) >= len(scenes):
+        return None
+    broken = {
+        str(raw.get("id"))
+        for i, raw in enumerate(scenes)
+        if i in bad and isinstance(raw, dict) and isinstance(raw.get("id"), str)
+    }
+    kept = {k: v for k, v in data.items() if k not in drop}
+    # None keeps every other scene at its own index, so its problems point at its own lines
+    kept["scenes"] = [None if i in bad else raw for i, raw in enumerate(scenes)]
+    return dataclasses.replace(doc, data=kept), broken
 
 
 def did_you_mean(name: str, known: Iterable[object]) -> str:
@@ -108,12 +160,18 @@ def _memo_path(path: Path, data: object) -> Path | None:
     return render_dir_of(path.resolve(), name) / ".checked-requests"
 
 
-def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
+def _graph_problems(
+    scenes: Mapping[str, Scene], at: Locator, broken: Collection[str] = ()
+) -> list[Problem]:
     out = []
+    # a scene the schema refused may have a templated id: then any reference may be to it
+    unknowable = any("{" in b for b in broken)
     for scene in scenes.values():
         for key in ("image", "end_image"):
             img = getattr(scene, key)
-            if img and img.ref and img.ref.scene not in scenes:
+            if img and img.ref and img.ref.scene in broken:
+                continue
+            if img and img.ref and img.ref.scene not in scenes and not unknowable:
                 out.append(
                     at(
                         scene,
@@ -123,13 +181,25 @@ def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
                 )
             elif img and img.ref and img.ref.scene == scene.id:
                 out.append(at(scene, f"{key}.from", f"scene {scene.id!r} cannot use its own frame"))
-    if out:
-        return out
+    graph = Graph.of(scenes.values())
+    # a scene using its own frame is reported above; the cycle check looks for longer ones
+    needs = {node: tuple(d for d in deps if d != node) for node, deps in graph.needs.items()}
     try:
-        Graph.of(scenes.values()).topological()
+        Graph(graph.order, needs).topological()
     except CycleError as err:
-        first = scenes[err.cycle[0]]
-        out.append(at(first, "", "frame references form a cycle: " + " -> ".join(err.cycle)))
+        # at the reference that closes the cycle: the last scene's `from` back to the first
+        closing, target = scenes[err.cycle[-2]], err.cycle[-1]
+        key = next(
+            (
+                k
+                for k in ("image", "end_image")
+                if (img := getattr(closing, k)) and img.ref and img.ref.scene == target
+            ),
+            "image",
+        )
+        out.append(
+            at(closing, f"{key}.from", "frame references form a cycle: " + " -> ".join(err.cycle))
+        )
     return out
 
 
@@ -316,7 +386,10 @@ def _nearest_file(path: Path) -> str:
 
 
 def _cut_problems(
-    doc: spec.Document, board: Storyboard, scenes: Mapping[str, Scene]
+    doc: spec.Document,
+    board: Storyboard,
+    scenes: Mapping[str, Scene],
+    broken: Collection[str] = (),
 ) -> list[Problem]:
     if board.output is None:
         return []
@@ -328,7 +401,7 @@ def _cut_problems(
             )
         )
     for i, scene_id in enumerate(board.output.sequence):
-        if scene_id not in scenes:
+        if scene_id not in scenes and scene_id not in broken:
             out.append(
                 doc.problem(
                     ("output", "sequence", i),
