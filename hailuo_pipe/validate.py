@@ -263,19 +263,22 @@ def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> l
                         "or another provider",
                     )
                 )
-    if not cls.local:
-        out += _option_problems(cls, scene, at)
+    conflicts = [] if cls.local else _option_problems(cls, scene, at)
     if out or (cls.local and scene.provider != "preview"):
-        return out
+        return out + conflicts
     images_ = {
         k: (img.url or PLACEHOLDER)
         for k in ("image", "end_image")
         if (img := getattr(scene, k)) is not None
     }
     body = cls().build_request(scene, images_).body
+    # an overriding option is reported once, as that, not again as what it breaks on the wire
+    taken = {(p.line, p.col) for p in conflicts}
     for path, message in memo.errors(scene.provider, body):
-        out.append(at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}"))
-    return out
+        problem = at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}")
+        if (problem.line, problem.col) not in taken:
+            out.append(problem)
+    return out + conflicts
 
 
 _MARK = "\x00hailuo-pipe-option:"
@@ -283,7 +286,7 @@ _MARK = "\x00hailuo-pipe-option:"
 
 def _marked(value: Any, prefix: tuple[str, ...]) -> Any:
     """`value` with every leaf replaced by a marker naming its options path."""
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and value:  # an empty mapping replaces like a leaf
         return {k: _marked(v, (*prefix, str(k))) for k, v in value.items()}
     return _MARK + "\x00".join(prefix)
 

@@ -94,3 +94,16 @@ def test_options_that_are_not_scene_fields_still_pass(
 ) -> None:
     messages = _messages(_spec(write_spec, provider, options))
     assert not [m for m in messages if "set the scene's" in m or "sets this" in m], messages
+
+
+def test_an_overriding_option_does_not_hide_another_bad_option(write_spec) -> None:  # type: ignore[no-untyped-def]
+    spec = _spec(write_spec, "runware", "duration: 10\nbogus: 1\n")
+    messages = sorted(_messages(spec))
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("11:") and "options.duration: set the scene's" in messages[0]
+    assert messages[1].startswith("12:") and "bogus" in messages[1]
+
+
+def test_an_empty_mapping_replacing_a_scene_field_is_refused(write_spec) -> None:  # type: ignore[no-untyped-def]
+    messages = _messages(_spec(write_spec, "minimax", "duration: {}\n"))
+    assert any("options.duration: set the scene's `duration`" in m for m in messages), messages
