@@ -123,3 +123,33 @@ def test_a_cycle_is_found_beside_a_dangling_reference(write_spec) -> None:  # ty
         "frame references form a cycle: x -> y -> x",
         "image takes a frame from scene 'nowhere', which does not exist",
     ]
+
+
+def test_every_unknown_key_of_one_mapping_is_reported(write_spec) -> None:  # type: ignore[no-untyped-def]
+    spec = write_spec(
+        """
+        version: 1
+        name: k
+        colour: red
+        shade: blue
+        defaults: {provider: gmicloud}
+        scenes:
+          - id: a
+            prompt: hello there
+            tint: green
+            hue: 3
+          - id: b
+            prompt: hello there
+            options: {model: other, speed: 2}
+        """
+    )
+    _, problems = check(spec)
+    found = sorted((p.line, p.message.split(";")[0]) for p in problems)
+    assert found == [
+        (3, "unknown key 'colour'"),
+        (4, "unknown key 'shade'"),
+        (9, "unknown key 'tint' in scene 'a'"),
+        (10, "unknown key 'hue' in scene 'a'"),
+        (13, "gmicloud: unknown key 'model' in payload"),
+        (13, "gmicloud: unknown key 'speed' in payload"),
+    ], found
