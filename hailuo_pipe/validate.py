@@ -113,10 +113,14 @@ def _usable_part(doc: spec.Document) -> tuple[spec.Document, set[str]] | None:
         if not where:
             if err.validator == "additionalProperties":  # an unknown key is read by nothing
                 continue
+            missing = set(err.validator_value) - set(data) if err.validator == "required" else {""}
+            if missing <= {"name", "version"}:
+                drop.add("name")
+                continue
             return None
         if where[0] == "scenes" and len(where) >= 2 and isinstance(where[1], int):
             bad.add(where[1])
-        elif where[0] in _SEPARABLE:
+        elif where[0] in _SEPARABLE or where[0] == "name":
             drop.add(str(where[0]))
         else:
             return None
@@ -128,6 +132,8 @@ def _usable_part(doc: spec.Document) -> tuple[spec.Document, set[str]] | None:
         if i in bad and isinstance(raw, dict) and isinstance(raw.get("id"), str)
     }
     kept = {k: v for k, v in data.items() if k not in drop}
+    if "name" in drop:  # the name only names the render folder, which validate never makes
+        kept["name"] = "storyboard"
     # None keeps every other scene at its own index, so its problems point at its own lines
     kept["scenes"] = [None if i in bad else raw for i, raw in enumerate(scenes)]
     return dataclasses.replace(doc, data=kept), broken

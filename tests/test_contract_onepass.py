@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from hailuo_pipe.validate import check
 
 MISTAKES = """
@@ -153,3 +155,17 @@ def test_every_unknown_key_of_one_mapping_is_reported(write_spec) -> None:  # ty
         (13, "gmicloud: unknown key 'model' in payload"),
         (13, "gmicloud: unknown key 'speed' in payload"),
     ], found
+
+
+@pytest.mark.parametrize("name_line", ["name: ../escape\n", ""])
+def test_a_bad_or_missing_name_does_not_hide_the_scenes_problems(
+    write_spec,  # type: ignore[no-untyped-def]
+    name_line: str,
+) -> None:
+    spec = write_spec(
+        "version: 1\n" + name_line + "defaults: {provider: preview}\n"
+        "scenes:\n  - id: a\n    prompt: '{{ nope }}'\n"
+    )
+    _, problems = check(spec)
+    text = "\n".join(p.message for p in problems)
+    assert "name" in text and "undefined variable 'nope'" in text, text
