@@ -115,7 +115,7 @@ def _usable_part(doc: spec.Document) -> tuple[spec.Document, set[str]] | None:
                 continue
             missing = set(err.validator_value) - set(data) if err.validator == "required" else {""}
             if missing <= {"name", "version"}:
-                drop.add("name")
+                drop |= missing
                 continue
             return None
         if where[0] == "scenes" and len(where) >= 2 and isinstance(where[1], int):
