@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from . import images, providers, schemas, spec
 from .errors import Problem, SpecError, UnknownName
 from .graph import CycleError, Graph
-from .resolve import resolve
+from .resolve import URL, resolve
 from .storyboard import Scene, Storyboard, render_dir_of
 
 MAX_PROMPT = 2000
@@ -89,9 +90,32 @@ def check(
     for scene in board.scenes:  # a duplicate's own problems are independent of its id's
         problems += _provider_problems(scene, at, memo)
         problems += _image_problems(scene, at)
+    problems += _unresolved_image_problems(doc, board, path.resolve().parent)
     memo.save()
     problems += _cut_problems(doc, board, seen, broken)
     return board, problems
+
+
+def _unresolved_image_problems(doc: spec.Document, board: Storyboard, base: Path) -> list[Problem]:
+    """Image files of scenes that failed to resolve (a template error in their prompt, say) are
+    still checked when their path is plain text: a missing file is its own problem."""
+    made = {s.where.get("") for s in board.scenes}
+    out = []
+    for i, raw in enumerate(doc.data.get("scenes") or ()):
+        if not isinstance(raw, dict) or "foreach" in raw or doc.locate(("scenes", i)) in made:
+            continue
+        for key in ("image", "end_image"):
+            text = raw.get(key)
+            if not isinstance(text, str) or "{" in text or URL.match(text):
+                continue
+            file = Path(os.path.normpath(base / text))
+            try:
+                images.check(file, text)
+            except images.ImageProblem as err:
+                out.append(doc.problem(("scenes", i, key), str(err) + _nearest_file(file)))
+            except ValueError:  # a NUL in the path: the schema or the resolver said so
+                continue
+    return out
 
 
 # Top-level keys whose schema problems leave the scenes meaningful: checked without them.

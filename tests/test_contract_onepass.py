@@ -169,3 +169,15 @@ def test_a_bad_or_missing_name_does_not_hide_the_scenes_problems(
     _, problems = check(spec)
     text = "\n".join(p.message for p in problems)
     assert "name" in text and "undefined variable 'nope'" in text, text
+
+
+def test_a_scene_with_a_template_error_still_has_its_missing_image_reported(write_spec) -> None:  # type: ignore[no-untyped-def]
+    spec = write_spec(
+        "version: 1\nname: t\ndefaults: {provider: preview}\n"
+        "scenes:\n  - id: a\n    prompt: '{{ nope }}'\n    image: assets/gone.png\n"
+    )
+    _, problems = check(spec)
+    assert sorted((p.line, p.message.split(":")[0]) for p in problems) == [
+        (6, "prompt"),
+        (7, "image file not found"),
+    ], problems
