@@ -206,7 +206,8 @@ def _graph_problems(
                     at(
                         scene,
                         f"{key}.from",
-                        f"{key} takes a frame from scene {img.ref.scene!r}, which does not exist",
+                        f"{key} takes a frame from scene {img.ref.scene!r}, which does not exist"
+                        + did_you_mean(img.ref.scene, scenes),
                     )
                 )
             elif img and img.ref and img.ref.scene == scene.id:
@@ -438,7 +439,8 @@ def _cut_problems(
             out.append(
                 doc.problem(
                     ("output", "sequence", i),
-                    f"output.sequence names scene {scene_id!r}, which does not exist",
+                    f"output.sequence names scene {scene_id!r}, which does not exist"
+                    + did_you_mean(scene_id, scenes),
                 )
             )
     return out

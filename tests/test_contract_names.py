@@ -70,3 +70,13 @@ def test_missing_image_names_the_nearest_file_in_its_folder(write_spec) -> None:
     assert result.returncode == 1
     assert "image file not found: assets/b.jpeg (did you mean 'b.jpg'?)" in result.stderr
     assert f"{Path(spec)}:10:12:" in result.stderr
+
+
+def test_unknown_frame_references_and_sequence_entries_get_did_you_mean(write_spec) -> None:  # type: ignore[no-untyped-def]
+    spec = write_spec(
+        SPEC + "    image: {from: dwan}\noutput: {path: cut.mp4, sequence: [dawn, dusc]}\n"
+    )
+    result = _run("validate", str(spec))
+    assert result.returncode == 1
+    assert "scene 'dwan', which does not exist (did you mean 'dawn'?)" in result.stderr
+    assert "scene 'dusc', which does not exist (did you mean 'dusk'?)" in result.stderr
