@@ -107,3 +107,27 @@ def test_an_overriding_option_does_not_hide_another_bad_option(write_spec) -> No
 def test_an_empty_mapping_replacing_a_scene_field_is_refused(write_spec) -> None:  # type: ignore[no-untyped-def]
     messages = _messages(_spec(write_spec, "minimax", "duration: {}\n"))
     assert any("options.duration: set the scene's `duration`" in m for m in messages), messages
+
+
+def _field_cases() -> list[tuple[str, str, str]]:
+    from hailuo_pipe import providers
+
+    return [
+        (name, wire, origin)
+        for name in ("wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+        for wire, origin in providers.get(name).field_origins.items()
+    ]
+
+
+@pytest.mark.parametrize(("provider", "wire", "origin"), _field_cases())
+def test_every_wire_field_a_scene_key_fills_is_refused_as_an_option(
+    write_spec,  # type: ignore[no-untyped-def]
+    provider: str,
+    wire: str,
+    origin: str,
+) -> None:
+    messages = _messages(_spec(write_spec, provider, f"{wire}: 1\n"))
+    assert any(
+        m.startswith("11:") and f"options.{wire}: set the scene's `{origin}` instead" in m
+        for m in messages
+    ), messages
