@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import secrets
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -312,26 +313,25 @@ def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> l
     return out + conflicts
 
 
-_MARK = "\x00hailuo-pipe-option:"
-
-
-def _marked(value: Any, prefix: tuple[str, ...]) -> Any:
+def _marked(value: Any, mark: str, prefix: tuple[str, ...] = ()) -> Any:
     """`value` with every leaf replaced by a marker naming its options path."""
     if isinstance(value, Mapping) and value:  # an empty mapping replaces like a leaf
-        return {k: _marked(v, (*prefix, str(k))) for k, v in value.items()}
-    return _MARK + "\x00".join(prefix)
+        return {k: _marked(v, mark, (*prefix, str(k))) for k, v in value.items()}
+    return mark + "\x00".join(prefix)
 
 
-def _markers(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], str]]:
+def _markers(
+    value: Any, mark: str, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], str]]:
     """(wire path, options path) of every marker in a built request."""
-    if isinstance(value, str) and value.startswith(_MARK):
-        yield path, value[len(_MARK) :].replace("\x00", ".")
+    if isinstance(value, str) and value.startswith(mark):
+        yield path, value[len(mark) :].replace("\x00", ".")
     elif isinstance(value, Mapping):
         for k, v in value.items():
-            yield from _markers(v, (*path, k))
+            yield from _markers(v, mark, (*path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from _markers(v, (*path, i))
+            yield from _markers(v, mark, (*path, i))
 
 
 def _overrides(base: Any, path: tuple[Any, ...]) -> bool:
@@ -357,15 +357,17 @@ def _option_problems(cls: type[providers.Provider], scene: Scene, at: Locator) -
     if not scene.options:
         return []
     both = {"image": PLACEHOLDER, "end_image": PLACEHOLDER}
+    # unguessable, so a prompt cannot pass for an option
+    mark = f"\x00option-{secrets.token_hex(8)}:"
     try:
         base = cls().build_request(dataclasses.replace(scene, options={}), both)
         marked = cls().build_request(
-            dataclasses.replace(scene, options=_marked(scene.options, ())), both
+            dataclasses.replace(scene, options=_marked(scene.options, mark)), both
         )
     except Exception:  # the schema check below reports a request that cannot be built
         return []
     out = []
-    found = {key: wire for wire, key in _markers(marked.body)}
+    found = {key: wire for wire, key in _markers(marked.body, mark)}
     for key in scene.options:
         if str(key) in cls.field_origins and str(key) not in found:
             found[str(key)] = (str(key),)

@@ -131,3 +131,12 @@ def test_every_wire_field_a_scene_key_fills_is_refused_as_an_option(
         m.startswith("11:") and f"options.{wire}: set the scene's `{origin}` instead" in m
         for m in messages
     ), messages
+
+
+def test_a_prompt_cannot_pass_for_an_option(write_spec) -> None:  # type: ignore[no-untyped-def]
+    spec = write_spec(
+        "version: 1\nname: t\ndefaults: {provider: runware}\nscenes:\n  - id: a\n"
+        '    prompt: "\\0hailuo-pipe-option:outputQuality \\0option-0:outputQuality"\n'
+        "    options: {outputQuality: 90}\n"
+    )
+    assert not [m for m in _messages(spec) if "set the scene's" in m or "sets this" in m]
