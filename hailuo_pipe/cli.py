@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__, providers
-from .errors import HailuoPipeError, SpecError
+from .errors import HailuoPipeError, SpecError, UnknownName
 from .lockfile import Lockfile
 from .plan import Plan, make_plan
 from .schemas import load_schema
 from .storyboard import Storyboard
-from .validate import check, load_storyboard
+from .validate import check, did_you_mean, load_storyboard
 
 if TYPE_CHECKING:
     from .cache import Cache, LeaseHeld
@@ -112,6 +112,8 @@ def reports_errors(f: F) -> F:
                 err=True,
             )
             sys.exit(130)
+        except UnknownName as err:  # a mistyped argument: a usage error, exit 2
+            raise click.UsageError(_scrub(str(err))) from None
         except HailuoPipeError as err:
             if as_json:
                 click.echo(
@@ -323,11 +325,13 @@ def providers_cmd(as_json: bool) -> None:
 
 
 def _scene_ids(board: Storyboard, ids: tuple[str, ...], option: str) -> set[str]:
-    known = {s.id for s in board.scenes}
-    unknown = [i for i in ids if i not in known]
+    known = [s.id for s in board.scenes]
+    unknown = [i for i in ids if i not in set(known)]
     if unknown:
         raise click.BadParameter(
-            f"no scene {', '.join(map(repr, unknown))} in {board.path.name}", param_hint=option
+            f"no scene {', '.join(map(repr, unknown))} in {board.path.name}"
+            + did_you_mean(unknown[0], known),
+            param_hint=option,
         )
     return set(ids)
 

@@ -37,6 +37,10 @@ class SpecError(HailuoPipeError):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
+class UnknownName(HailuoPipeError):
+    """A command-line argument names something the storyboard does not have (a usage error)."""
+
+
 class ConfigError(HailuoPipeError):
     """The environment is missing something (an API key, a base URL, a tool)."""
 

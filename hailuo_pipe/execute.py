@@ -139,11 +139,11 @@ class NotStarted(Exception):
     pass
 
 
-def check_budget(plan: Plan, max_cost: Decimal | None) -> None:
+def check_budget(plan: Plan, max_cost: Decimal | None, limit: str = "--max-cost") -> None:
     if max_cost is not None and plan.cost > max_cost:
         raise BudgetExceeded(
             f"this run would spend ${plan.cost:.2f} on new submissions, more "
-            f"than --max-cost ${max_cost:.2f}; nothing was submitted"
+            f"than {limit} ${max_cost:.2f}; nothing was submitted"
         )
 
 
@@ -193,7 +193,10 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
                     "one (hailuo-pipe plan --out FILE)"
                 ) from None
         opts.on_plan(plan)
-        check_budget(plan, opts.max_cost)
+        if opts.max_cost is None and board.budget is not None:  # --max-cost overrides it
+            check_budget(plan, board.budget, "the storyboard's budget:")
+        else:
+            check_budget(plan, opts.max_cost)
         configured = configure(plan, opts.environ)
         shared = (
             sharing.Shared(cache, ttl=sharing.lease_ttl(opts.environ))
@@ -817,6 +820,11 @@ class _Run:
             # what the provider reported; else our price table (the API reports no cost)
             cost=_first(
                 status.cost, entry.cost, float(self.providers[scene.provider].price(scene))
+            ),
+            cost_source=(
+                "provider"
+                if status.cost is not None
+                else (entry.cost_source if entry.cost is not None else None) or "price-list"
             ),
             seed=status.seed if status.seed is not None else entry.seed,
             scheme=entry.scheme,

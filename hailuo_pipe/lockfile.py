@@ -72,6 +72,8 @@ class Entry:
     output: FileRecord | None = None
     frames: Mapping[str, FileRecord] = field(default_factory=dict)  # "first"/"last" -> PNG
     cost: float | None = None
+    # where `cost` came from: "provider" (the job's answer said so) or "price-list" (ours)
+    cost_source: str | None = None
     seed: int | None = None
     error: str | None = None
     # how `fingerprint` was computed (fingerprint.SCHEME); lockfiles before it have none: 1
@@ -104,6 +106,7 @@ class Entry:
                 output=_file_record(output, f"{where} output") if output else None,
                 frames={k: _file_record(v, f"{where} frame {k!r}") for k, v in frames.items()},
                 cost=data.get("cost"),
+                cost_source=data.get("cost_source"),
                 seed=data.get("seed"),
                 error=data.get("error"),
                 scheme=data.get("scheme", 1),

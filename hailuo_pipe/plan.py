@@ -257,9 +257,10 @@ def decide(
     """The one place a scene's action is chosen: from its lockfile entry, the frames it takes
     (missing until they exist) and what the user asked for."""
     cls = providers.get(scene.provider)
-    price = cls().price(scene)
     tokens = image_tokens(scene, _tokens(scene, frames, lambda s, k: pixels_of(s, base, k[1])))
     request = request_for(scene, tokens) if tokens is not None else None
+    # the price of the request as it goes on the wire (options merged), not of the scene
+    price = cls().price_of(request) if request is not None else cls().price(scene)
     fp = fingerprint(scene, tokens) if tokens is not None else None
     migrated = (
         entry is not None

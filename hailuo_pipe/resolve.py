@@ -10,6 +10,7 @@ import itertools
 import os
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ class _Resolver:
     def scenes(self) -> list[Scene]:
         out: list[Scene] = []
         for index, raw in enumerate(self.data["scenes"]):
+            if raw is None:  # refused by the schema: reported there, checked no further
+                continue
             path: DocPath = ("scenes", index)
             for row in self._rows(path, raw):
                 scene = self._scene(path, raw, row)
@@ -167,9 +170,21 @@ class _Resolver:
             if isinstance(value, dict):
                 for sub in value:
                     where[f"{key}.{sub}"] = self.doc.locate((*path, key, sub))
+        # nested options keys too, so a problem deep in options points at its own line
+        self._nested(where, "options", (*path, "options"), raw.get("options"))
         for sub in self.defaults.get("options", {}):
             where.setdefault(f"options.{sub}", self.doc.locate(("defaults", "options", sub)))
+        self._nested(where, "options", ("defaults", "options"), self.defaults.get("options"))
         return where
+
+    def _nested(self, where: dict[str, Location], key: str, path: DocPath, value: Any) -> None:
+        if not isinstance(value, dict):
+            return
+        for sub, inner in value.items():
+            if isinstance(inner, dict):
+                for deep in inner:
+                    where.setdefault(f"{key}.{sub}.{deep}", self.doc.locate((*path, sub, deep)))
+                self._nested(where, f"{key}.{sub}", (*path, sub), inner)
 
     def cut(self) -> Cut | None:
         raw = self.data.get("output")
@@ -198,6 +213,7 @@ def resolve(
         output=r.cut(),
         cache=doc.data.get("cache"),
         rehearsal=provider is not None and _is_local(provider),
+        budget=Decimal(str(doc.data["budget"])) if "budget" in doc.data else None,
     )
     return board, r.problems
 

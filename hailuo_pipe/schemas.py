@@ -121,15 +121,27 @@ _TYPE_WORDS = {
 }
 
 
-def message(error: ValidationError, path: DocPath, data: Any = None) -> tuple[str, DocPath, bool]:
-    """A person's message for one error, the path to point at, and whether that is a key."""
+def _extras(error: ValidationError) -> list[Any]:
+    """The unknown keys an additionalProperties error is about (one problem each), else [None]."""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = error.schema.get("properties", {})
+        extra = sorted((k for k in error.instance if k not in allowed), key=str)
+        if extra:
+            return extra
+    return [None]
+
+
+def message(
+    error: ValidationError, path: DocPath, data: Any = None, extra: Any = None
+) -> tuple[str, DocPath, bool]:
+    """A person's message for one error, the path to point at, and whether that is a key.
+    `extra` picks which unknown key of an additionalProperties error is meant."""
     custom = error.schema.get("x-message") if isinstance(error.schema, dict) else None
     name = _name(path, data)
     v, inst = error.validator, error.instance
     if v == "additionalProperties" and isinstance(inst, dict):
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(k for k in inst if k not in allowed)
-        key = extra[0]
+        key = extra if extra is not None else sorted(k for k in inst if k not in allowed)[0]
         guess = difflib.get_close_matches(key, allowed, n=1)
         hint = f"; did you mean {guess[0]!r}?" if guess else f"; allowed: {', '.join(allowed)}"
         where = f" in {name}" if path else ""
@@ -174,8 +186,9 @@ def validate_document(doc: Document) -> list[Problem]:
     for top in validator("storyboard").iter_errors(doc.data):
         for err in _leaves(top):
             path: DocPath = tuple(err.absolute_path)
-            text, at, is_key = message(err, path, doc.data)
-            problems.append(doc.problem(at, text, key=is_key))
+            for extra in _extras(err):
+                text, at, is_key = message(err, path, doc.data, extra)
+                problems.append(doc.problem(at, text, key=is_key))
     return list(dict.fromkeys(problems))  # a subschema failing twice reads as one problem
 
 
@@ -237,6 +250,7 @@ def request_errors(provider: str, body: Any) -> list[tuple[DocPath, str]]:
     for top in validator(f"providers/{provider}").iter_errors(body):
         for err in _leaves(top):
             path: DocPath = tuple(err.absolute_path)
-            text, at, _ = message(err, path)
-            out.append((at, text))
+            for extra in _extras(err):
+                text, at, _ = message(err, path, None, extra)
+                out.append((at, text))
     return out

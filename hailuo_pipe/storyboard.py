@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -101,6 +102,7 @@ class Storyboard:
     # A rehearsal (`--provider preview` over a storyboard of paid providers) lives in its own
     # folder with its own lockfile, so it can never replace, re-id or delete a paid result.
     rehearsal: bool = False
+    budget: Decimal | None = None  # USD a render may spend; --max-cost overrides it
 
     @property
     def lock_path(self) -> Path:

@@ -5,13 +5,18 @@ load -> storyboard schema -> templates -> ids -> graph -> per-provider checks ->
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+import difflib
+import os
+import secrets
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from . import images, providers, schemas, spec
-from .errors import Problem, SpecError
+from .errors import Problem, SpecError, UnknownName
 from .graph import CycleError, Graph
-from .resolve import resolve
+from .resolve import URL, resolve
 from .storyboard import Scene, Storyboard, render_dir_of
 
 MAX_PROMPT = 2000
@@ -46,10 +51,17 @@ def check(
     if problems:
         return None, problems
     memo = schemas.SchemaMemo(_memo_path(path, doc.data))
-    problems = memo.document_problems(doc)
-    if problems:
-        return None, problems
+    schema_problems = memo.document_problems(doc)
+    broken: set[str] = set()
+    if schema_problems:
+        # one pass: the scenes the schema refused are left out, the rest is checked as usual
+        usable = _usable_part(doc)
+        if usable is None:
+            return None, schema_problems
+        doc, broken = usable
+    _check_overrides(doc.data.get("vars") or {}, overrides or {})
     board, problems = resolve(doc, path.resolve(), overrides=overrides, provider=provider)
+    problems = schema_problems + problems
     file = doc.file
 
     def at(scene: Scene, key: str, message: str) -> Problem:
@@ -68,13 +80,106 @@ def check(
                 )
             )
         seen.setdefault(scene.id, scene)
-    problems += _graph_problems(seen, at)
-    for scene in seen.values():
+    # scenes that are written but failed to resolve (a template error, reported) still exist
+    raw_scenes = doc.data.get("scenes") if isinstance(doc.data, dict) else None
+    broken |= {
+        raw["id"]
+        for raw in raw_scenes or ()
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str) and "{" not in raw["id"]
+    } - set(seen)
+    problems += _graph_problems(seen, at, broken)
+    for scene in board.scenes:  # a duplicate's own problems are independent of its id's
         problems += _provider_problems(scene, at, memo)
         problems += _image_problems(scene, at)
+    problems += _unresolved_image_problems(doc, board, path.resolve().parent)
     memo.save()
-    problems += _cut_problems(doc, board, seen)
+    problems += _cut_problems(doc, board, seen, broken)
     return board, problems
+
+
+def _unresolved_image_problems(doc: spec.Document, board: Storyboard, base: Path) -> list[Problem]:
+    """Image files of scenes that failed to resolve (a template error in their prompt, say) are
+    still checked when their path is plain text: a missing file is its own problem."""
+    made = {s.where.get("") for s in board.scenes}
+    out = []
+    for i, raw in enumerate(doc.data.get("scenes") or ()):
+        if not isinstance(raw, dict) or "foreach" in raw or doc.locate(("scenes", i)) in made:
+            continue
+        for key in ("image", "end_image"):
+            text = raw.get(key)
+            if not isinstance(text, str) or "{" in text or URL.match(text):
+                continue
+            file = Path(os.path.normpath(base / text))
+            try:
+                images.check(file, text)
+            except images.ImageProblem as err:
+                out.append(doc.problem(("scenes", i, key), str(err) + _nearest_file(file)))
+            except ValueError:  # a NUL in the path: the schema or the resolver said so
+                continue
+    return out
+
+
+# Top-level keys whose schema problems leave the scenes meaningful: checked without them.
+_SEPARABLE = frozenset({"version", "description", "output", "cache", "budget"})
+
+
+def _usable_part(doc: spec.Document) -> tuple[spec.Document, set[str]] | None:
+    """The document without the scenes (and separable keys) the schema refused, and the ids
+    those scenes declare; None when what is wrong (name, vars, defaults, the scene list) makes
+    every scene meaningless."""
+    data = doc.data
+    if not isinstance(data, dict) or not isinstance(data.get("scenes"), list):
+        return None
+    scenes: list[Any] = data["scenes"]
+    bad: set[int] = set()
+    drop: set[str] = set()
+    for err in schemas.validator("storyboard").iter_errors(data):
+        where = tuple(err.absolute_path)
+        if not where:
+            if err.validator == "additionalProperties":  # an unknown key is read by nothing
+                continue
+            missing = set(err.validator_value) - set(data) if err.validator == "required" else {""}
+            if missing <= {"name", "version"}:
+                drop |= missing
+                continue
+            return None
+        if where[0] == "scenes" and len(where) >= 2 and isinstance(where[1], int):
+            bad.add(where[1])
+        elif where[0] in _SEPARABLE or where[0] == "name":
+            drop.add(str(where[0]))
+        else:
+            return None
+    if len(bad) >= len(scenes):
+        return None
+    broken = {
+        str(raw.get("id"))
+        for i, raw in enumerate(scenes)
+        if i in bad and isinstance(raw, dict) and isinstance(raw.get("id"), str)
+    }
+    kept = {k: v for k, v in data.items() if k not in drop}
+    if "name" in drop:  # the name only names the render folder, which validate never makes
+        kept["name"] = "storyboard"
+    # None keeps every other scene at its own index, so its problems point at its own lines
+    kept["scenes"] = [None if i in bad else raw for i, raw in enumerate(scenes)]
+    return dataclasses.replace(doc, data=kept), broken
+
+
+def did_you_mean(name: str, known: Iterable[object]) -> str:
+    """` (did you mean 'x'?)` for the closest of `known` to a mistyped name, else ''."""
+    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_overrides(declared: Mapping[str, object], overrides: Mapping[str, str]) -> None:
+    """A --var the storyboard does not declare would silently change nothing: refuse it."""
+    for name in overrides:
+        if name not in declared:
+            hint = did_you_mean(name, declared) or (
+                f" (it declares {', '.join(map(repr, declared))})"
+                if declared
+                else " (it declares no vars)"
+            )
+            raise UnknownName(f"--var {name}: the storyboard declares no variable {name!r}{hint}")
 
 
 def _memo_path(path: Path, data: object) -> Path | None:
@@ -86,28 +191,47 @@ def _memo_path(path: Path, data: object) -> Path | None:
     return render_dir_of(path.resolve(), name) / ".checked-requests"
 
 
-def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
+def _graph_problems(
+    scenes: Mapping[str, Scene], at: Locator, broken: Collection[str] = ()
+) -> list[Problem]:
     out = []
+    # a scene the schema refused may have a templated id: then any reference may be to it
+    unknowable = any("{" in b for b in broken)
     for scene in scenes.values():
         for key in ("image", "end_image"):
             img = getattr(scene, key)
-            if img and img.ref and img.ref.scene not in scenes:
+            if img and img.ref and img.ref.scene in broken:
+                continue
+            if img and img.ref and img.ref.scene not in scenes and not unknowable:
                 out.append(
                     at(
                         scene,
                         f"{key}.from",
-                        f"{key} takes a frame from scene {img.ref.scene!r}, which does not exist",
+                        f"{key} takes a frame from scene {img.ref.scene!r}, which does not exist"
+                        + did_you_mean(img.ref.scene, scenes),
                     )
                 )
             elif img and img.ref and img.ref.scene == scene.id:
                 out.append(at(scene, f"{key}.from", f"scene {scene.id!r} cannot use its own frame"))
-    if out:
-        return out
+    graph = Graph.of(scenes.values())
+    # a scene using its own frame is reported above; the cycle check looks for longer ones
+    needs = {node: tuple(d for d in deps if d != node) for node, deps in graph.needs.items()}
     try:
-        Graph.of(scenes.values()).topological()
+        Graph(graph.order, needs).topological()
     except CycleError as err:
-        first = scenes[err.cycle[0]]
-        out.append(at(first, "", "frame references form a cycle: " + " -> ".join(err.cycle)))
+        # at the reference that closes the cycle: the last scene's `from` back to the first
+        closing, target = scenes[err.cycle[-2]], err.cycle[-1]
+        key = next(
+            (
+                k
+                for k in ("image", "end_image")
+                if (img := getattr(closing, k)) and img.ref and img.ref.scene == target
+            ),
+            "image",
+        )
+        out.append(
+            at(closing, f"{key}.from", "frame references form a cycle: " + " -> ".join(err.cycle))
+        )
     return out
 
 
@@ -180,16 +304,92 @@ def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> l
                         "or another provider",
                     )
                 )
+    conflicts = [] if cls.local else _option_problems(cls, scene, at)
     if out or (cls.local and scene.provider != "preview"):
-        return out
+        return out + conflicts
     images_ = {
         k: (img.url or PLACEHOLDER)
         for k in ("image", "end_image")
         if (img := getattr(scene, k)) is not None
     }
     body = cls().build_request(scene, images_).body
+    # an overriding option is reported once, as that, not again as what it breaks on the wire
+    taken = {(p.line, p.col) for p in conflicts}
     for path, message in memo.errors(scene.provider, body):
-        out.append(at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}"))
+        problem = at(scene, _origin(cls, scene, path), f"{scene.provider}: {message}")
+        if (problem.line, problem.col) not in taken:
+            out.append(problem)
+    return out + conflicts
+
+
+def _marked(value: Any, mark: str, prefix: tuple[str, ...] = ()) -> Any:
+    """`value` with every leaf replaced by a marker naming its options path."""
+    if isinstance(value, Mapping) and value:  # an empty mapping replaces like a leaf
+        return {k: _marked(v, mark, (*prefix, str(k))) for k, v in value.items()}
+    return mark + "\x00".join(prefix)
+
+
+def _markers(
+    value: Any, mark: str, path: tuple[Any, ...] = ()
+) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """(wire path, options path) of every marker in a built request."""
+    if isinstance(value, str) and value.startswith(mark):
+        yield path, value[len(mark) :].replace("\x00", ".")
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _markers(v, mark, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _markers(v, mark, (*path, i))
+
+
+def _overrides(base: Any, path: tuple[Any, ...]) -> bool:
+    """Whether a value put at `path` replaces something the adapter itself set there."""
+    node = base
+    for part in path:
+        if isinstance(node, Mapping):
+            if part not in node:
+                return False
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                return False
+            node = node[part]
+        else:
+            return True  # a scalar the adapter set is being replaced by a mapping
+    return True
+
+
+def _option_problems(cls: type[providers.Provider], scene: Scene, at: Locator) -> list[Problem]:
+    """Options that would replace what the adapter fills from a scene field (or sets itself):
+    the plan, the price and --max-cost read the scene, so the wire must not say otherwise."""
+    if not scene.options:
+        return []
+    both = {"image": PLACEHOLDER, "end_image": PLACEHOLDER}
+    # unguessable, so a prompt cannot pass for an option
+    mark = f"\x00option-{secrets.token_hex(8)}:"
+    try:
+        base = cls().build_request(dataclasses.replace(scene, options={}), both)
+        marked = cls().build_request(
+            dataclasses.replace(scene, options=_marked(scene.options, mark)), both
+        )
+    except Exception:  # the schema check below reports a request that cannot be built
+        return []
+    out = []
+    found = {key: wire for wire, key in _markers(marked.body, mark)}
+    for key in scene.options:
+        if str(key) in cls.field_origins and str(key) not in found:
+            found[str(key)] = (str(key),)
+    for key, wire in sorted(found.items()):
+        names = [p for p in (*wire, key.rpartition(".")[2]) if isinstance(p, str)]
+        origin = next((cls.field_origins[p] for p in reversed(names) if p in cls.field_origins), "")
+        if not (_overrides(base.body, wire) or key.split(".")[0] in cls.field_origins):
+            continue
+        if origin:
+            text = f"options.{key}: set the scene's `{origin}` instead"
+        else:
+            text = f"options.{key}: hailuo-pipe sets this for {cls.title} itself; remove it"
+        out.append(at(scene, f"options.{key}", text))
     return out
 
 
@@ -215,12 +415,26 @@ def _image_problems(scene: Scene, at: Locator) -> list[Problem]:
             try:
                 images.check(img.path, img.written)
             except images.ImageProblem as err:
-                out.append(at(scene, key, str(err)))
+                out.append(at(scene, key, str(err) + _nearest_file(img.path)))
     return out
 
 
+def _nearest_file(path: Path) -> str:
+    """A hint naming the closest existing file beside a missing one (a typo'd image name)."""
+    try:
+        if path.exists() or not path.parent.is_dir():
+            return ""
+        names = sorted(p.name for p in path.parent.iterdir() if p.is_file())[:10_000]
+    except (OSError, ValueError):
+        return ""
+    return did_you_mean(path.name, names)
+
+
 def _cut_problems(
-    doc: spec.Document, board: Storyboard, scenes: Mapping[str, Scene]
+    doc: spec.Document,
+    board: Storyboard,
+    scenes: Mapping[str, Scene],
+    broken: Collection[str] = (),
 ) -> list[Problem]:
     if board.output is None:
         return []
@@ -232,11 +446,12 @@ def _cut_problems(
             )
         )
     for i, scene_id in enumerate(board.output.sequence):
-        if scene_id not in scenes:
+        if scene_id not in scenes and scene_id not in broken:
             out.append(
                 doc.problem(
                     ("output", "sequence", i),
-                    f"output.sequence names scene {scene_id!r}, which does not exist",
+                    f"output.sequence names scene {scene_id!r}, which does not exist"
+                    + did_you_mean(scene_id, scenes),
                 )
             )
     return out

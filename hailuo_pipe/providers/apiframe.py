@@ -8,13 +8,14 @@ Facts: providers.md; docs-v2.apiframe.ai/docs/videos/hailuo/hailuo-02 (hailuoPar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of
+from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int, wire_str
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -99,6 +100,13 @@ class ApiframeProvider(HostedProvider):
         body = {"prompt": scene.prompt, "model": MODEL, "hailuoParams": params, **top}
         return WireRequest("POST", SUBMIT_PATH, body)
 
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        body = request.body if isinstance(request.body, dict) else {}
+        params = body.get("hailuoParams") if isinstance(body.get("hailuoParams"), dict) else {}
+        # Apiframe's defaults apply to what the request leaves out
+        duration = wire_int(params.get("duration", 6)) or 0
+        return wire_str(params.get("resolution", "768p")), duration
+
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
         reply = await self.call(
             client,
@@ -126,10 +134,11 @@ class ApiframeProvider(HostedProvider):
         return status_of(reply.body)
 
 
-def cost_of(body: Mapping[str, Any]) -> float | None:
-    """USD from the job's `creditCost`, at CREDIT_USD a credit; None when it names none."""
-    credits = body.get("creditCost")
-    if isinstance(credits, bool) or not isinstance(credits, int | float) or credits < 0:
+def credit_cost(credits: Any) -> float | None:
+    """USD of the credits a job reports it used, at the credit price above."""
+    if not isinstance(credits, int | float) or isinstance(credits, bool):
+        return None
+    if not math.isfinite(credits) or credits < 0:
         return None
     return float(Decimal(str(credits)) * CREDIT_USD)
 
@@ -140,7 +149,7 @@ def status_of(body: Mapping[str, Any]) -> JobStatus:
         url = first_url(body.get("result"))
         if url is None:
             return JobStatus("failed", error="COMPLETED without an output URL")
-        return JobStatus("succeeded", output_url=url, cost=cost_of(body))
+        return JobStatus("succeeded", output_url=url, cost=credit_cost(body.get("creditCost")))
     if state in ("failed", "cancelled"):
         error = body.get("error")
         if isinstance(error, dict):

@@ -99,6 +99,14 @@ class JobStatus:
         return self.state in TERMINAL_STATES
 
 
+def wire_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def wire_str(value: Any) -> str:
+    return value.lower() if isinstance(value, str) else ""
+
+
 class Provider(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
@@ -147,9 +155,24 @@ class Provider(ABC):
     prices: ClassVar[Mapping[tuple[str, int], Decimal]] = {}
 
     def price(self, scene: Scene) -> Decimal:
-        """What one clip of this scene costs, in USD."""
-        listed = self.prices.get((scene.resolution, scene.duration))
+        """What one clip of this scene costs, in USD: the price of the request it is sent as."""
+        placeholders = {
+            key: "sha256:" + "0" * 64
+            for key in ("image", "end_image")
+            if getattr(scene, key) is not None
+        }
+        return self.price_of(self.build_request(scene, placeholders))
+
+    def price_of(self, request: WireRequest) -> Decimal:
+        """What the provider charges for exactly this request, read from the request itself so
+        that what is planned (and checked against a budget) is what is paid."""
+        listed = self.prices.get(self.priced_as(request) or ("", 0))
         return listed if listed is not None else max(self.prices.values(), default=Decimal(0))
+
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        """The (resolution, duration) the provider bills `request` at; None when it cannot tell
+        (charged the dearest)."""
+        return None
 
     @abstractmethod
     def build_request(self, scene: Scene, images: Mapping[str, str]) -> WireRequest:

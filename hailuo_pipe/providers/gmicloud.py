@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, Provider, State, WireRequest, state_of
+from .base import (
+    Capabilities,
+    JobStatus,
+    Provider,
+    State,
+    WireRequest,
+    state_of,
+    wire_int,
+    wire_str,
+)
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -111,6 +120,11 @@ class GMICloudProvider(HostedProvider):
             payload["last_frame_image"] = images["end_image"]
         payload.update(scene.options)
         return WireRequest("POST", REQUESTS_PATH, {"model": MODEL, "payload": payload})
+
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        body = request.body if isinstance(request.body, dict) else {}
+        payload = body.get("payload") if isinstance(body.get("payload"), dict) else {}
+        return wire_str(payload.get("resolution")), wire_int(payload.get("duration")) or 0
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
         reply = await self.call(

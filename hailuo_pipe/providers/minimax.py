@@ -23,7 +23,7 @@ from ..errors import (
     TransientError,
 )
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of
+from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int, wire_str
 from .http import HostedProvider, Reply
 
 if TYPE_CHECKING:
@@ -132,6 +132,10 @@ class MiniMaxProvider(HostedProvider):
         body["prompt_optimizer"] = scene.prompt_optimizer  # MiniMax defaults to true
         body.update(scene.options)
         return WireRequest("POST", SUBMIT_PATH, body)
+
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        body = request.body if isinstance(request.body, dict) else {}
+        return wire_str(body.get("resolution")), wire_int(body.get("duration")) or 0
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
         reply = await self.call(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of
+from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int
 from .http import HostedProvider, Reply, scrub
 from .wavespeed import is_refusal
 
@@ -114,6 +114,14 @@ class RunwareProvider(HostedProvider):
         if frames:
             task["inputs"] = {"frameImages": frames}
         return WireRequest("POST", PATH, [deep_merge(task, scene.options)])
+
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        task = request.body[0] if isinstance(request.body, list) and request.body else {}
+        if not isinstance(task, dict):
+            return None
+        size = (task.get("width"), task.get("height"))
+        resolution = next((res for res, wh in SIZES.items() if wh == size), "")
+        return resolution, wire_int(task.get("duration")) or 0
 
     def with_key(self, request: WireRequest, key: str) -> list[dict[str, Any]]:
         return [{**request.body[0], "taskUUID": key}]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of
+from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int
 from .http import HostedProvider, Reply, provider_message
 
 if TYPE_CHECKING:
@@ -97,6 +97,12 @@ class WaveSpeedProvider(HostedProvider):
         body.update(scene.options)
         # the tier is the path, not a field: `capabilities` vet the resolution first
         return WireRequest("POST", ENDPOINTS.get(scene.resolution, ENDPOINTS["768p"]), body)
+
+    def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
+        body = request.body if isinstance(request.body, dict) else {}
+        # the tier (and so the resolution billed) is the endpoint
+        resolution = next((res for res, path in ENDPOINTS.items() if path == request.path), "")
+        return resolution, wire_int(body.get("duration")) or 0
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
         reply = await self.call(
