@@ -42,9 +42,9 @@ from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
-from .plan import SPENDING, Plan, Step, _step, make_plan
+from .plan import SPENDING, Plan, Step, _step, look_for_job, make_plan
 from .polling import DurationEstimator, PollSchedule
-from .providers.base import JobStatus, Provider, WireRequest
+from .providers.base import REQUEST_TIMEOUT, JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class RenderOptions:
     max_cost: Decimal | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     on_event: Callable[[Event], None] = lambda event: None
-    http_timeout: float = 60.0
+    http_timeout: float = REQUEST_TIMEOUT
     wait: bool = False  # queue behind another render of the same spec instead of refusing
     tick: float | None = None  # emit "tick" events this often, for live elapsed times
 
@@ -558,11 +558,9 @@ class _Run:
             found = await self._reconcile(provider, scene, key, request)
             if found is None:
                 await self.writer.update(scene.id, state="unknown", error=str(err))
+                sent = self.lock.scenes[scene.id].submitted_at
                 raise SubmitUncertain(
-                    f"{scene.id}: the submission to {provider.title} may have created a job "
-                    f"but its answer was lost ({err}); it is not sent again. Look for it at "
-                    f"the provider: rerun with --adopt {scene.id}=JOB if it is there, or "
-                    f"with --resubmit {scene.id} to submit anew if not",
+                    f"{scene.id}: {err}. " + look_for_job(scene.id, provider.title, key, sent),
                     provider=provider.name,
                 ) from None
             job_id = found

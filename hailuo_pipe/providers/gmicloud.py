@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest
+from .base import ABSENT, Capabilities, JobStatus, State, WireRequest, submitted_job_id
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -86,10 +86,7 @@ class GMICloudProvider(HostedProvider):
         reply = await self.call(
             client, "POST", request.path, body=request.body, idempotent=False, check=_check
         )
-        job_id = reply.body.get("request_id")
-        if not isinstance(job_id, str) or not job_id:
-            raise TransientError("GMI Cloud: the submit answer carries no request_id")
-        return job_id
+        return submitted_job_id(self.title, "request_id", reply.body.get("request_id", ABSENT))
 
     async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
         reply = await self.call(
