@@ -141,6 +141,7 @@ def configure(plan: Plan, environ: Mapping[str, str]) -> dict[str, Provider]:
 def render(board: Storyboard, options: RenderOptions | None = None) -> RenderResult:
     """Render under the spec's lock; Ctrl-C or SIGTERM stops new submits, resumably."""
     opts = options or RenderOptions()
+    ttl = sharing.lease_ttl(opts.environ)  # a bad setting is refused before the spec is locked
     with exclusive(board.lock_path, wait=opts.wait):
         lock = Lockfile.load(board.lock_path, board.name)
         if opts.adopt:
@@ -153,7 +154,7 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
         check_budget(plan, opts.max_cost)
         configured = configure(plan, opts.environ)
         shared = (
-            sharing.Shared(cache, ttl=sharing.lease_ttl(opts.environ))
+            sharing.Shared(cache, ttl=ttl)
             if cache is not None
             else None
         )

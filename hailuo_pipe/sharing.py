@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from .cache import (
     pull_many,
     push_lockfile,
 )
-from .errors import ConfigError, MediaError
+from .errors import ConfigError, MediaError, SettingError
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, Lockfile, exclusive, iso, now
 from .plan import make_plan
@@ -40,6 +41,7 @@ from .storyboard import Storyboard
 ENV_URL = "HAILUO_PIPE_CACHE"  # overrides the storyboard's `cache:`; "off" disables it
 ENV_TTL = "HAILUO_PIPE_LEASE_TTL"  # seconds a claim lasts without renewal (default 600)
 DEFAULT_TTL = 600.0
+MIN_TTL, MAX_TTL = 30.0, 24 * 3600.0
 WAIT_LIMIT = 24 * 3600.0  # give up waiting for another machine's render after this long
 
 
@@ -59,11 +61,23 @@ def open_for(board: Storyboard, environ: Mapping[str, str]) -> Cache | None:
 
 
 def lease_ttl(environ: Mapping[str, str]) -> float:
-    raw = environ.get(ENV_TTL, "")
+    """The lease TTL from the environment. A lease shorter than a renewal round trip lapses
+    while its holder works (and another machine pays for the same clip); nan, inf or a huge
+    one never lapses, so a crashed holder's scene waits forever: both are refused."""
+    raw = environ.get(ENV_TTL, "").strip()
+    if not raw:
+        return DEFAULT_TTL
     try:
-        return float(raw) if raw else DEFAULT_TTL
+        ttl = float(raw)
     except ValueError:
-        raise ConfigError(f"{ENV_TTL} must be a number of seconds, not {raw!r}") from None
+        ttl = math.nan
+    if not MIN_TTL <= ttl <= MAX_TTL:  # also false for nan
+        raise SettingError(
+            f"{ENV_TTL} must be a number of seconds from {MIN_TTL:.0f} to {MAX_TTL:.0f} "
+            f"(1 day), not {raw[:40]!r}; unset it for the default {DEFAULT_TTL:.0f} "
+            "(nothing was submitted)"
+        )
+    return ttl
 
 
 @dataclass
