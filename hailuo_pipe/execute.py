@@ -434,7 +434,16 @@ class _Run:
                 return await self._render_leased(step, provider, shared, got, held)
         finally:
             keeper.cancel()
-            await shared.release(got)
+            entry = self.lock.scenes.get(scene.id)
+            if entry is not None and entry.fingerprint == step.fingerprint and (
+                entry.state == "submitted"
+            ):
+                # stopped while its job runs on (Ctrl-C, a poll that gave up): keep the lease,
+                # so whoever takes it once it lapses resumes the job rather than paying again
+                if not shared.recorded(got):  # a last try: no renewal follows
+                    await shared.record_job(got, entry.job_id or "", entry.key)
+            else:
+                await shared.release(got)
 
     async def _render_leased(
         self, step: Step, provider: Provider, shared: sharing.Shared, got: Lease, held: _Slots
@@ -452,7 +461,8 @@ class _Run:
         else:
             key = str(uuid.uuid4())
             job_id = await self._submit(step, provider, key=key)
-            await shared.record_job(got, job_id, key)
+            if problem := await shared.record_job(got, job_id, key):
+                self.emit(scene, "warning", problem)
             outcome = "rendered"
         result = await self._finish(step, provider, job_id, outcome, held)
         try:

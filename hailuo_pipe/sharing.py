@@ -24,6 +24,7 @@ from .cache import (
     CacheError,
     Lease,
     LeaseHeld,
+    LeaseLost,
     SyncOutcome,
     default_holder,
     files_of,
@@ -42,6 +43,7 @@ ENV_URL = "HAILUO_PIPE_CACHE"  # overrides the storyboard's `cache:`; "off" disa
 ENV_TTL = "HAILUO_PIPE_LEASE_TTL"  # seconds a claim lasts without renewal (default 600)
 DEFAULT_TTL = 600.0
 MIN_TTL, MAX_TTL = 30.0, 24 * 3600.0
+RETRY = 5.0  # seconds before retrying a lease write that failed
 WAIT_LIMIT = 24 * 3600.0  # give up waiting for another machine's render after this long
 
 
@@ -90,6 +92,8 @@ class Shared:
 
     def __post_init__(self) -> None:
         self.holder = self.holder or default_holder()
+        # fingerprint -> (job id, key) submitted under a lease that could not be told of it
+        self._unrecorded: dict[str, tuple[str, str]] = {}
 
     async def lookup(self, fingerprint: str) -> CachedResult | None:
         return await asyncio.to_thread(self.cache.lookup, fingerprint)
@@ -132,17 +136,46 @@ class Shared:
             if stop.is_set():
                 return None
 
-    async def record_job(self, lease: Lease, job_id: str, key: str) -> None:
-        await asyncio.to_thread(lease.record_job, job_id, key)
+    async def record_job(self, lease: Lease, job_id: str, key: str) -> str | None:
+        """Record our submitted job in the lease, so a taker resumes it instead of paying again.
+        Never raises: the job is paid for and in the lockfile, so the scene goes on. When the
+        write fails, `keep` retries it with each renewal; what went wrong is returned."""
+        try:
+            await asyncio.to_thread(lease.record_job, job_id, key)
+        except LeaseLost as err:
+            return f"{err}; its job {job_id} is still polled here, never submitted again"
+        except CacheError as err:
+            self._unrecorded[lease.fingerprint] = (job_id, key)
+            return f"could not record job {job_id} in the lease ({err}); retrying as it is renewed"
+        return None
+
+    def recorded(self, lease: Lease) -> bool:
+        """Whether a taker of this lease would find our job in it."""
+        return lease.fingerprint not in self._unrecorded
+
+    def _renew(self, lease: Lease) -> None:
+        pending = self._unrecorded.get(lease.fingerprint)
+        if pending is not None:
+            lease.record_job(*pending)
+            del self._unrecorded[lease.fingerprint]
+        lease.renew()
 
     async def keep(self, lease: Lease) -> None:
-        """Renew the lease until cancelled; a lost lease stops renewing (the job is ours)."""
+        """Renew the lease until cancelled, recording a job that could not be recorded before.
+        A failed write is retried soon, never given up: a lease left to lapse while its job
+        runs lets another machine take the scene and pay for it again. Only a lost lease stops
+        the renewals (its new holder owns the scene; our job is ours in the lockfile)."""
+        healthy = True
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            soon = not healthy or lease.fingerprint in self._unrecorded
+            await asyncio.sleep(min(self.ttl / 3, RETRY) if soon else self.ttl / 3)
             try:
-                await asyncio.to_thread(lease.renew)
-            except CacheError:
+                await asyncio.to_thread(self._renew, lease)
+                healthy = True
+            except LeaseLost:
                 return
+            except CacheError:
+                healthy = False
 
     async def release(self, lease: Lease) -> None:
         with contextlib.suppress(CacheError):
