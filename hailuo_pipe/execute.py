@@ -571,7 +571,7 @@ class _Run:
                 await self.writer.update(scene.id, state="unknown", error=str(err))
                 sent = self.lock.scenes[scene.id].submitted_at
                 raise SubmitUncertain(
-                    f"{scene.id}: {err}. " + look_for_job(scene.id, provider.title, key, sent),
+                    f"{scene.id}: {err}; " + look_for_job(scene.id, provider.title, key, sent),
                     provider=provider.name,
                 ) from None
             job_id = found

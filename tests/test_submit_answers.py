@@ -101,16 +101,21 @@ def test_blocked_scene_says_to_wait_out_the_request_timeout_before_looking(
 ) -> None:
     spec = write_spec(SPEC.format(provider="wavespeed"))
     emulator.configure(drop=True)
-    render(load_storyboard(spec), RenderOptions(environ=provider_env(emulator)))
+    first = render(load_storyboard(spec), RenderOptions(environ=provider_env(emulator)))
     board = load_storyboard(spec)
     lock = Lockfile.load(spec.with_suffix(".lock"), "ids")
     entry = lock.scenes["s1"]
     assert entry.state == "unknown"
-    (step,) = make_plan(board, lock).steps
-    assert step.action == "blocked"
-    assert step.reason == (
+    advice = (
         f"a submission with key {entry.key} (sent {entry.submitted_at}) may have created a job "
         "at WaveSpeedAI; wait until 60 s (the request timeout) after it was sent, so no answer "
         "is still in flight, then look for it there and rerun with --adopt s1=JOB if you find "
         "it, or with --resubmit s1 to submit again if not"
     )
+    error = first.results[0].error or ""
+    assert error.startswith("s1: WaveSpeedAI: ") and error.endswith("; " + advice), error
+    (step,) = make_plan(board, lock).steps
+    assert step.action == "blocked"
+    assert step.reason == advice
+    again = render(board, RenderOptions(environ=provider_env(emulator)))
+    assert again.results[0].error == f"s1: {advice}"
