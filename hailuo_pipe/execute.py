@@ -436,12 +436,14 @@ class _Run:
             keeper.cancel()
             entry = self.lock.scenes.get(scene.id)
             if entry is not None and entry.fingerprint == step.fingerprint and (
-                entry.state == "submitted"
+                entry.state in ("submitted", "submitting", "unknown")
             ):
-                # stopped while its job runs on (Ctrl-C, a poll that gave up): keep the lease,
-                # so whoever takes it once it lapses resumes the job rather than paying again
-                if not shared.recorded(got):  # a last try: no renewal follows
-                    await shared.record_job(got, entry.job_id or "", entry.key)
+                # stopped while its job runs on (Ctrl-C, a poll that gave up), or with a
+                # submission whose fate is unknown: keep the lease, with the job or the key in
+                # it, so whoever takes it once it lapses resumes that job, resends that key, or
+                # parks the scene too, rather than paying again
+                if not shared.recorded(got) or (got.job_id, got.key) != (entry.job_id, entry.key):
+                    await shared.record_job(got, entry.job_id, entry.key)
             else:
                 await shared.release(got)
 
@@ -458,8 +460,23 @@ class _Run:
             )
             await self.writer.put(scene.id, resumed)
             job_id, outcome = got.job_id, "resumed"
+        elif got.previous_holder is not None and got.key and not got.job_id and not (
+            provider.idempotent_submit or scene.id in self.opts.resubmit
+        ):
+            # its previous holder sent it and never learnt whether a job was made: park it
+            # here too, as that holder's own lockfile did, instead of paying for it again
+            advice = look_for_job(scene.id, provider.title, got.key, None)
+            entry = replace(self._new_entry(step, key=got.key), state="unknown", error=advice)
+            await self.writer.put(scene.id, entry)
+            raise SubmitUncertain(
+                f"{scene.id}: {got.previous_holder} submitted it under the shared cache's lease "
+                f"and never learnt its fate; {advice}",
+                provider=provider.name,
+            )
         else:
-            key = str(uuid.uuid4())
+            # an idempotent submission its previous holder may have made is resent with the
+            # same key, so the provider dedupes it
+            key = got.key if got.key and provider.idempotent_submit else str(uuid.uuid4())
             job_id = await self._submit(step, provider, key=key)
             if problem := await shared.record_job(got, job_id, key):
                 self.emit(scene, "warning", problem)

@@ -93,7 +93,7 @@ class Shared:
     def __post_init__(self) -> None:
         self.holder = self.holder or default_holder()
         # fingerprint -> (job id, key) submitted under a lease that could not be told of it
-        self._unrecorded: dict[str, tuple[str, str]] = {}
+        self._unrecorded: dict[str, tuple[str | None, str]] = {}
 
     async def lookup(self, fingerprint: str) -> CachedResult | None:
         return await asyncio.to_thread(self.cache.lookup, fingerprint)
@@ -136,7 +136,7 @@ class Shared:
             if stop.is_set():
                 return None
 
-    async def record_job(self, lease: Lease, job_id: str, key: str) -> str | None:
+    async def record_job(self, lease: Lease, job_id: str | None, key: str) -> str | None:
         """Record our submitted job in the lease, so a taker resumes it instead of paying again.
         Never raises: the job is paid for and in the lockfile, so the scene goes on. When the
         write fails, `keep` retries it with each renewal; what went wrong is returned."""

@@ -179,3 +179,45 @@ def test_a_lease_whose_job_runs_on_after_the_render_stops_is_kept_for_a_taker(
     time.sleep(max(0.0, held.expires - time.time()) + 0.1)
     taken = Cache(FileStore(root)).claim(entry.fingerprint, "b@elsewhere:2", 3.0)
     assert isinstance(taken, Lease) and taken.resumed and taken.job_id == entry.job_id
+
+
+def test_a_submission_of_unknown_fate_under_a_lease_parks_the_taker_too(
+    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Copy A's submit loses its answer (a job was made): A parks the scene as unknown and keeps
+    the lease with the key in it; copy B, taking the lapsed lease, must park it too, not pay."""
+    root = tmp_path / "cache"
+    monkeypatch.setattr(sharing, "open_for", lambda board, environ: Cache(FileStore(root)))
+    monkeypatch.setattr(sharing, "lease_ttl", lambda environ: 1.0)
+    specs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        specs.append(tmp_path / name / "story.yaml")
+        specs[-1].write_text(SPEC.lstrip("\n"), encoding="utf-8")
+    env = provider_env(emulator)
+    emulator.configure(drop={"count": 1})
+    first = render(load_storyboard(specs[0]), RenderOptions(environ=env))
+    assert first.results[0].outcome == "failed"
+    a = Lockfile.load(specs[0].with_suffix(".lock"), "leased").scenes["s1"]
+    assert a.state == "unknown"
+    (held,) = Cache(FileStore(root)).leases()
+    assert held.key == a.key and held.job_id is None
+    time.sleep(max(0.0, held.expires - time.time()) + 0.1)
+
+    second = render(load_storyboard(specs[1]), RenderOptions(environ=env))
+    (result,) = second.results
+    assert result.outcome == "failed"
+    assert "submitted it under the shared cache's lease and never learnt its fate" in (
+        result.error or ""
+    )
+    assert "--adopt s1=JOB" in (result.error or "")
+    b = Lockfile.load(specs[1].with_suffix(".lock"), "leased").scenes["s1"]
+    assert b.state == "unknown" and b.key == a.key
+    assert len(emulator.requests("submit")) == 1
+    assert len(emulator.job_list()) == 1
+
+    # B's user found nothing and asks for a new submission: that one is sent
+    time.sleep(1.1)
+    third = render(load_storyboard(specs[1]), RenderOptions(environ=env, resubmit={"s1"}))
+    assert third.results[0].outcome == "rendered", third
+    assert len(emulator.job_list()) == 2
