@@ -442,9 +442,10 @@ class Lease:
         self.etag = self._cache._replace_lease(self.fingerprint, self.etag, state)
         self._state = state
 
-    def record_job(self, job_id: str, key: str | None = None) -> None:
-        """Record the submitted job (and its idempotency key) so a successor resumes it.
-        LeaseLost when our lease was taken over: stop, the new holder owns the job."""
+    def record_job(self, job_id: str | None, key: str | None = None) -> None:
+        """Record the submitted job (and its idempotency key) so a successor resumes it; a key
+        without a job marks a submission whose fate is unknown. LeaseLost when our lease was
+        taken over: stop, the new holder owns the job."""
         new = _LeaseState(**asdict(self._state))
         new.job_id, new.key = job_id, key if key is not None else new.key
         self._update(new)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .cache import CacheError, PreconditionFailed
-from .errors import ConfigError
+from .errors import ConfigError, SettingError
 
 try:
     import boto3
@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - depends on the install
     boto3 = None
 
 MB = 1024 * 1024
+MAX_ATTEMPTS = 20  # more only hides an outage for many minutes per request
 _DENIED = {
     "AccessDenied",
     "InvalidAccessKeyId",
@@ -58,10 +59,12 @@ def open_s3_store(bucket: str, prefix: str, env: Mapping[str, str]) -> S3Store:
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None
     region = env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1"
     style = env.get("AWS_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
-    try:
-        attempts = int(env.get("AWS_MAX_ATTEMPTS") or 5)
-    except ValueError:
-        raise ConfigError("AWS_MAX_ATTEMPTS is not a whole number") from None
+    raw = (env.get("AWS_MAX_ATTEMPTS") or "5").strip()
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_ATTEMPTS):
+        raise SettingError(
+            f"AWS_MAX_ATTEMPTS must be a whole number from 1 to {MAX_ATTEMPTS}, not {raw[:40]!r}"
+        )
+    attempts = int(raw)
     try:
         session = boto3.session.Session(
             aws_access_key_id=key_id or None,

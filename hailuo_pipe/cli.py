@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import __version__, providers
-from .errors import HailuoPipeError, SpecError, UnknownName
+from .errors import HailuoPipeError, SettingError, SpecError, UnknownName
 from .lockfile import Lockfile
 from .plan import Plan, make_plan
 from .schemas import load_schema
@@ -124,7 +124,7 @@ def reports_errors(f: F) -> F:
                 )
             else:
                 click.echo(f"error: {_scrub(str(err))}", err=True)
-            sys.exit(1)
+            sys.exit(2 if isinstance(err, SettingError) else 1)  # a bad setting: usage error
 
     return wrapper  # type: ignore[return-value]
 

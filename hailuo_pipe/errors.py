@@ -45,6 +45,11 @@ class ConfigError(HailuoPipeError):
     """The environment is missing something (an API key, a base URL, a tool)."""
 
 
+class SettingError(ConfigError):
+    """An environment variable holds a value the tool cannot use: a usage error (exit 2),
+    refused before anything is sent."""
+
+
 class LockfileError(HailuoPipeError):
     """The lockfile is corrupt, hand-edited into an invalid state, or of an unknown version."""
 

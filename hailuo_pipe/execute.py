@@ -45,9 +45,19 @@ from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
-from .plan import SPENDING, FrameSource, Plan, Step, decide, frame_sources, make_plan, pixels_of
+from .plan import (
+    SPENDING,
+    FrameSource,
+    Plan,
+    Step,
+    decide,
+    frame_sources,
+    look_for_job,
+    make_plan,
+    pixels_of,
+)
 from .polling import DurationEstimator, PollSchedule
-from .providers.base import JobStatus, Provider, WireRequest
+from .providers.base import REQUEST_TIMEOUT, JobStatus, Provider, WireRequest
 from .storyboard import ImageInput, Scene, Storyboard
 
 if TYPE_CHECKING:
@@ -124,7 +134,7 @@ class RenderOptions:
     max_cost: Decimal | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     on_event: Callable[[Event], None] = lambda event: None
-    http_timeout: float = 60.0
+    http_timeout: float = REQUEST_TIMEOUT
     wait: bool = False  # queue behind another render of the same spec instead of refusing
     tick: float | None = None  # emit "tick" events this often, for live elapsed times
     on_plan: Callable[[Plan], None] = lambda plan: None  # shown before anything is sent
@@ -173,6 +183,7 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
     opts = options or RenderOptions()
     if board.rehearsal:
         board.render_dir.mkdir(parents=True, exist_ok=True)
+    ttl = sharing.lease_ttl(opts.environ)  # a bad setting is refused before the spec is locked
     with exclusive(board.lock_path, wait=opts.wait):
         lock = Lockfile.load(board.lock_path, board.name)
         if opts.adopt:
@@ -199,7 +210,7 @@ def render(board: Storyboard, options: RenderOptions | None = None) -> RenderRes
             check_budget(plan, opts.max_cost)
         configured = configure(plan, opts.environ)
         shared = (
-            sharing.Shared(cache, ttl=sharing.lease_ttl(opts.environ))
+            sharing.Shared(cache, ttl=ttl)
             if cache is not None
             else None
         )
@@ -518,7 +529,18 @@ class _Run:
                 return await self._render_leased(step, provider, shared, got, held)
         finally:
             keeper.cancel()
-            await shared.release(got)
+            entry = self.lock.scenes.get(scene.id)
+            if entry is not None and entry.fingerprint == step.fingerprint and (
+                entry.state in ("submitted", "submitting", "unknown")
+            ):
+                # stopped while its job runs on (Ctrl-C, a poll that gave up), or with a
+                # submission whose fate is unknown: keep the lease, with the job or the key in
+                # it, so whoever takes it once it lapses resumes that job, resends that key, or
+                # parks the scene too, rather than paying again
+                if not shared.recorded(got) or (got.job_id, got.key) != (entry.job_id, entry.key):
+                    await shared.record_job(got, entry.job_id, entry.key)
+            else:
+                await shared.release(got)
 
     async def _render_leased(
         self, step: Step, provider: Provider, shared: sharing.Shared, got: Lease, held: _Slots
@@ -533,10 +555,26 @@ class _Run:
             )
             await self.writer.put(scene.id, resumed)
             job_id, outcome = got.job_id, "resumed"
+        elif got.previous_holder is not None and got.key and not got.job_id and not (
+            provider.idempotent_submit or scene.id in self.opts.resubmit
+        ):
+            # its previous holder sent it and never learnt whether a job was made: park it
+            # here too, as that holder's own lockfile did, instead of paying for it again
+            advice = look_for_job(scene.id, provider.title, got.key, None)
+            entry = replace(self._new_entry(step, key=got.key), state="unknown", error=advice)
+            await self.writer.put(scene.id, entry)
+            raise SubmitUncertain(
+                f"{scene.id}: {got.previous_holder} submitted it under the shared cache's lease "
+                f"and never learnt its fate; {advice}",
+                provider=provider.name,
+            )
         else:
-            key = str(uuid.uuid4())
+            # an idempotent submission its previous holder may have made is resent with the
+            # same key, so the provider dedupes it
+            key = got.key if got.key and provider.idempotent_submit else str(uuid.uuid4())
             job_id = await self._submit(step, provider, key=key)
-            await shared.record_job(got, job_id, key)
+            if problem := await shared.record_job(got, job_id, key):
+                self.emit(scene, "warning", problem)
             outcome = "rendered"
         result = await self._finish(step, provider, job_id, outcome, held)
         try:
@@ -656,11 +694,9 @@ class _Run:
             found = await self._reconcile(provider, scene, key, request)
             if found is None:
                 await self.writer.update(scene.id, state="unknown", error=str(err))
+                sent = self.lock.scenes[scene.id].submitted_at
                 raise SubmitUncertain(
-                    f"{scene.id}: the submission to {provider.title} may have created a job "
-                    f"but its answer was lost ({err}); it is not sent again. Look for it at "
-                    f"the provider: rerun with --adopt {scene.id}=JOB if it is there, or "
-                    f"with --resubmit {scene.id} to submit anew if not",
+                    f"{scene.id}: {err}; " + look_for_job(scene.id, provider.title, key, sent),
                     provider=provider.name,
                 ) from None
             job_id = found

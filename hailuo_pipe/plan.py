@@ -35,7 +35,7 @@ from .fingerprint import (
 from .graph import Graph
 from .images import remember_hashes, sha256_file
 from .lockfile import Entry, FileRecord, Lockfile
-from .providers.base import WireRequest
+from .providers.base import REQUEST_TIMEOUT, WireRequest
 from .storyboard import Scene, Storyboard
 
 if TYPE_CHECKING:
@@ -323,11 +323,20 @@ def decide(
             f"submission was interrupted; resend it with the same key "
             f"{entry.key} (the provider dedupes it)",
         )
-    return step(
-        "blocked",
-        f"a submission with key {entry.key} may have created a job at "
-        f"{cls.title}; look for it there, then rerun with --adopt {scene.id}=JOB if "
-        f"you find it, or with --resubmit {scene.id} to submit again if not",
+    return step("blocked", look_for_job(scene.id, cls.title, entry.key, entry.submitted_at))
+
+
+def look_for_job(scene_id: str, title: str, key: str, sent_at: str | None) -> str:
+    """What to do about a submission whose fate is unknown. A request held on the way (a slow
+    proxy, a retrying load balancer) can still create its job until the client gives up on it:
+    a dashboard looked at before then can miss a job that appears a moment later, and a
+    --resubmit would pay for it twice."""
+    sent = f" (sent {sent_at})" if sent_at else ""
+    return (
+        f"a submission with key {key}{sent} may have created a job at {title}; "
+        f"wait until {REQUEST_TIMEOUT:.0f} s (the request timeout) after it was sent, so no "
+        f"answer is still in flight, then look for it there and rerun with --adopt "
+        f"{scene_id}=JOB if you find it, or with --resubmit {scene_id} to submit again if not"
     )
 
 

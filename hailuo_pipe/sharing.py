@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +24,7 @@ from .cache import (
     CacheError,
     Lease,
     LeaseHeld,
+    LeaseLost,
     SyncOutcome,
     default_holder,
     files_of,
@@ -31,7 +33,7 @@ from .cache import (
     pull_many,
     push_lockfile,
 )
-from .errors import ConfigError, MediaError
+from .errors import ConfigError, MediaError, SettingError
 from .fingerprint import SCHEME
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, Lockfile, exclusive, iso, now
@@ -41,6 +43,8 @@ from .storyboard import Storyboard
 ENV_URL = "HAILUO_PIPE_CACHE"  # overrides the storyboard's `cache:`; "off" disables it
 ENV_TTL = "HAILUO_PIPE_LEASE_TTL"  # seconds a claim lasts without renewal (default 600)
 DEFAULT_TTL = 600.0
+MIN_TTL, MAX_TTL = 30.0, 24 * 3600.0
+RETRY = 5.0  # seconds before retrying a lease write that failed
 WAIT_LIMIT = 24 * 3600.0  # give up waiting for another machine's render after this long
 
 
@@ -60,11 +64,23 @@ def open_for(board: Storyboard, environ: Mapping[str, str]) -> Cache | None:
 
 
 def lease_ttl(environ: Mapping[str, str]) -> float:
-    raw = environ.get(ENV_TTL, "")
+    """The lease TTL from the environment. A lease shorter than a renewal round trip lapses
+    while its holder works (and another machine pays for the same clip); nan, inf or a huge
+    one never lapses, so a crashed holder's scene waits forever: both are refused."""
+    raw = environ.get(ENV_TTL, "").strip()
+    if not raw:
+        return DEFAULT_TTL
     try:
-        return float(raw) if raw else DEFAULT_TTL
+        ttl = float(raw)
     except ValueError:
-        raise ConfigError(f"{ENV_TTL} must be a number of seconds, not {raw!r}") from None
+        ttl = math.nan
+    if not MIN_TTL <= ttl <= MAX_TTL:  # also false for nan
+        raise SettingError(
+            f"{ENV_TTL} must be a number of seconds from {MIN_TTL:.0f} to {MAX_TTL:.0f} "
+            f"(1 day), not {raw[:40]!r}; unset it for the default {DEFAULT_TTL:.0f} "
+            "(nothing was submitted)"
+        )
+    return ttl
 
 
 @dataclass
@@ -77,6 +93,8 @@ class Shared:
 
     def __post_init__(self) -> None:
         self.holder = self.holder or default_holder()
+        # fingerprint -> (job id, key) submitted under a lease that could not be told of it
+        self._unrecorded: dict[str, tuple[str | None, str]] = {}
 
     async def lookup(self, fingerprint: str) -> CachedResult | None:
         return await asyncio.to_thread(self.cache.lookup, fingerprint)
@@ -119,17 +137,46 @@ class Shared:
             if stop.is_set():
                 return None
 
-    async def record_job(self, lease: Lease, job_id: str, key: str) -> None:
-        await asyncio.to_thread(lease.record_job, job_id, key)
+    async def record_job(self, lease: Lease, job_id: str | None, key: str) -> str | None:
+        """Record our submitted job in the lease, so a taker resumes it instead of paying again.
+        Never raises: the job is paid for and in the lockfile, so the scene goes on. When the
+        write fails, `keep` retries it with each renewal; what went wrong is returned."""
+        try:
+            await asyncio.to_thread(lease.record_job, job_id, key)
+        except LeaseLost as err:
+            return f"{err}; its job {job_id} is still polled here, never submitted again"
+        except CacheError as err:
+            self._unrecorded[lease.fingerprint] = (job_id, key)
+            return f"could not record job {job_id} in the lease ({err}); retrying as it is renewed"
+        return None
+
+    def recorded(self, lease: Lease) -> bool:
+        """Whether a taker of this lease would find our job in it."""
+        return lease.fingerprint not in self._unrecorded
+
+    def _renew(self, lease: Lease) -> None:
+        pending = self._unrecorded.get(lease.fingerprint)
+        if pending is not None:
+            lease.record_job(*pending)
+            del self._unrecorded[lease.fingerprint]
+        lease.renew()
 
     async def keep(self, lease: Lease) -> None:
-        """Renew the lease until cancelled; a lost lease stops renewing (the job is ours)."""
+        """Renew the lease until cancelled, recording a job that could not be recorded before.
+        A failed write is retried soon, never given up: a lease left to lapse while its job
+        runs lets another machine take the scene and pay for it again. Only a lost lease stops
+        the renewals (its new holder owns the scene; our job is ours in the lockfile)."""
+        healthy = True
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            soon = not healthy or lease.fingerprint in self._unrecorded
+            await asyncio.sleep(min(self.ttl / 3, RETRY) if soon else self.ttl / 3)
             try:
-                await asyncio.to_thread(lease.renew)
-            except CacheError:
+                await asyncio.to_thread(self._renew, lease)
+                healthy = True
+            except LeaseLost:
                 return
+            except CacheError:
+                healthy = False
 
     async def release(self, lease: Lease) -> None:
         with contextlib.suppress(CacheError):

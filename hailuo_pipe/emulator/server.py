@@ -115,6 +115,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if fault := state.fires("timeout", kind):
             time.sleep(float(fault.options.get("seconds", 30)))
+        if fault := state.fires("bad_job_id", kind):
+            resp = _with_job_id(resp, fault.options)
         if state.fires("malformed_json", kind):
             self._send_raw(resp.status, b'{"data": {"id": ', "application/json")
             return
@@ -237,3 +239,24 @@ def _parse(raw: bytes) -> Any:
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "key"}
+
+
+JOB_ID_FIELDS = ("id", "request_id", "task_id", "jobId")  # where each API puts the job id
+
+
+def _with_job_id(resp: Resp, options: dict[str, Any]) -> Resp:
+    """A successful submit answer with its job id replaced by options["value"] (or removed):
+    the job was created all the same, as a buggy or hostile provider would leave it."""
+    if resp.status >= 300 or not isinstance(resp.body, dict):
+        return resp
+    body = json.loads(json.dumps(resp.body))
+    for holder in (body, body.get("data")):
+        if not isinstance(holder, dict):
+            continue
+        for name in JOB_ID_FIELDS:
+            if name in holder:
+                if "value" in options:
+                    holder[name] = options["value"]
+                else:
+                    del holder[name]
+    return Resp(resp.status, body, resp.headers)

@@ -21,6 +21,8 @@ FAULT_SWITCHES = {
     "drop": ("submit", "poll"),
     "malformed_json": ("submit", "poll"),
     "truncate_downloads": ("download",),
+    # a 2xx submit answer whose job id is {"value": X} (any JSON) or, without "value", absent
+    "bad_job_id": ("submit",),
 }
 RATE_SWITCHES = ("fail_jobs", "refuse_content")
 

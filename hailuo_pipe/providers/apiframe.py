@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int, wire_str
+from .base import (
+    ABSENT,
+    Capabilities,
+    JobStatus,
+    State,
+    WireRequest,
+    state_of,
+    submitted_job_id,
+    wire_int,
+    wire_str,
+)
 from .http import HostedProvider, Reply
 from .wavespeed import is_refusal
 
@@ -117,10 +127,7 @@ class ApiframeProvider(HostedProvider):
             idempotent=False,
             check=_check,
         )
-        job_id = reply.body.get("jobId")
-        if not isinstance(job_id, str) or not job_id:
-            raise TransientError("Apiframe: the submit answer carries no jobId")
-        return job_id
+        return submitted_job_id(self.title, "jobId", reply.body.get("jobId", ABSENT))
 
     async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
         reply = await self.call(

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..errors import ConfigError
+from ..errors import ConfigError, SubmitUncertain
 from ..storyboard import Scene
 
 if TYPE_CHECKING:
@@ -53,6 +53,38 @@ def state_of(status: object, known: Mapping[str, State], default: State = "runni
         if stem in letters:
             return state
     return default
+REQUEST_TIMEOUT = 60.0  # seconds a render waits for any one answer (its HTTP client's timeout)
+ABSENT: Any = object()  # a job id field missing from the answer (unlike one that is null)
+
+
+def submitted_job_id(title: str, field: str, value: Any, *, numbers: bool = False) -> str:
+    """The job id of a successful (2xx) submit answer. Anything else is SubmitUncertain, never
+    a plain failure: the provider accepted the request and may have created a paid job, so the
+    scene must wait for the user to find it, not be sent (and paid for) again."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if numbers and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if value is ABSENT:
+        what = "missing"
+    elif value is None:
+        what = "null"
+    elif isinstance(value, str):
+        what = "an empty string"
+    elif isinstance(value, bool):
+        what = f"a boolean ({str(value).lower()})"
+    elif isinstance(value, int | float):
+        what = f"a number ({value!r:.40})"
+    elif isinstance(value, dict):
+        what = "an object"
+    elif isinstance(value, list):
+        what = "a list"
+    else:
+        what = f"a {type(value).__name__}"
+    raise SubmitUncertain(
+        f"{title} accepted the submission but the answer's {field} is {what}, not a job id "
+        "(the submission may have created a job; it was not sent again)"
+    )
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import ConfigError, TransientError
 from ..storyboard import Scene
 from .base import (
+    ABSENT,
     Capabilities,
     JobStatus,
     Provider,
     State,
     WireRequest,
     state_of,
+    submitted_job_id,
     wire_int,
     wire_str,
 )
@@ -130,10 +132,7 @@ class GMICloudProvider(HostedProvider):
         reply = await self.call(
             client, "POST", request.path, body=request.body, idempotent=False, check=_check
         )
-        job_id = reply.body.get("request_id")
-        if not isinstance(job_id, str) or not job_id:
-            raise TransientError("GMI Cloud: the submit answer carries no request_id")
-        return job_id
+        return submitted_job_id(self.title, "request_id", reply.body.get("request_id", ABSENT))
 
     async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
         reply = await self.call(

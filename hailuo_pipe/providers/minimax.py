@@ -23,7 +23,17 @@ from ..errors import (
     TransientError,
 )
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int, wire_str
+from .base import (
+    ABSENT,
+    Capabilities,
+    JobStatus,
+    State,
+    WireRequest,
+    state_of,
+    submitted_job_id,
+    wire_int,
+    wire_str,
+)
 from .http import HostedProvider, Reply
 
 if TYPE_CHECKING:
@@ -141,10 +151,8 @@ class MiniMaxProvider(HostedProvider):
         reply = await self.call(
             client, "POST", request.path, body=request.body, idempotent=False, check=_check
         )
-        task_id = reply.body.get("task_id")
-        if not isinstance(task_id, str | int) or not str(task_id):
-            raise TransientError("MiniMax: the submit answer carries no task_id")
-        return str(task_id)
+        task_id = reply.body.get("task_id", ABSENT)
+        return submitted_job_id(self.title, "task_id", task_id, numbers=True)
 
     async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
         reply = await self.call(

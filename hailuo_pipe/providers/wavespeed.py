@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int
+from .base import (
+    ABSENT,
+    Capabilities,
+    JobStatus,
+    State,
+    WireRequest,
+    state_of,
+    submitted_job_id,
+    wire_int,
+)
 from .http import HostedProvider, Reply, provider_message
 
 if TYPE_CHECKING:
@@ -113,10 +122,7 @@ class WaveSpeedProvider(HostedProvider):
             idempotent=False,
             check=_check_envelope,
         )
-        job_id = reply.body["data"].get("id")
-        if not isinstance(job_id, str) or not job_id:
-            raise TransientError("WaveSpeedAI: the submit answer carries no prediction id")
-        return job_id
+        return submitted_job_id(self.title, "data.id", reply.body["data"].get("id", ABSENT))
 
     async def poll(self, client: httpx.AsyncClient, job_id: str) -> JobStatus:
         reply = await self.call(
