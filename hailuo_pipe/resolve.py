@@ -42,7 +42,7 @@ class _Resolver:
         self.variables = {**self.data.get("vars", {}), **overrides}
         self.defaults = {**BUILTIN_DEFAULTS, **self.data.get("defaults", {})}
         self.provider_override = provider_override
-        self.templates = Templates(self.base / "templates")
+        self.templates = Templates(self.base / "templates", self.base)
         self.problems: list[Problem] = []
 
     def problem(self, path: DocPath, text: str, *, line_offset: int = 0) -> None:

@@ -5,10 +5,13 @@ load -> storyboard schema -> templates -> ids -> graph -> per-provider checks ->
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import images, providers, schemas, spec
+import yaml
+
+from . import images, paths, providers, schemas, spec
 from .errors import Problem, SpecError
 from .graph import CycleError, Graph
 from .resolve import resolve
@@ -71,9 +74,10 @@ def check(
     problems += _graph_problems(seen, at)
     for scene in seen.values():
         problems += _provider_problems(scene, at, memo)
-        problems += _image_problems(scene, at)
+        problems += _image_problems(scene, at, path.resolve().parent)
     memo.save()
     problems += _cut_problems(doc, board, seen)
+    problems += _project_problems(doc, board)
     return board, problems
 
 
@@ -83,7 +87,13 @@ def _memo_path(path: Path, data: object) -> Path | None:
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
         return None
-    return render_dir_of(path.resolve(), name) / ".checked-requests"
+    spec_path = path.resolve()
+    folder = render_dir_of(spec_path, name)
+    # the memo is written there: not through a `renders` symlink that leads out of the project
+    base = spec_path.parent
+    if any(paths.escape(base, f, kind="folder") for f in (folder.parent, folder)):
+        return None
+    return folder / ".checked-requests"
 
 
 def _graph_problems(scenes: Mapping[str, Scene], at: Locator) -> list[Problem]:
@@ -198,11 +208,15 @@ def _origin(cls: type[providers.Provider], scene: Scene, path: spec.DocPath) -> 
     return "options" if "options" in scene.where else ""
 
 
-def _image_problems(scene: Scene, at: Locator) -> list[Problem]:
+def _image_problems(scene: Scene, at: Locator, project: Path | None = None) -> list[Problem]:
     out = []
     for key in ("image", "end_image"):
         img = getattr(scene, key)
         if img is not None and img.path is not None:
+            why = paths.escape(project, img.path) if project is not None else None
+            if why is not None:
+                out.append(at(scene, key, f"image {img.written or img.path} {why}"))
+                continue
             try:
                 images.check(img.path, img.written)
             except images.ImageProblem as err:
@@ -231,3 +245,116 @@ def _cut_problems(
                 )
             )
     return out
+
+
+def _project_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+    """What the render would write or read beside the spec, refused before anything is spent
+    when a symlink leads it out of the project, it is a special file, or it is shared."""
+    base = board.path.parent
+    out = []
+    lock = board.lock_path
+    why = paths.escape(base, Path(lock.name))
+    if why is not None:
+        out.append(
+            doc.problem((), f"the lockfile {lock.name} {why}; restore the real lockfile from git")
+        )
+    pid = lock.with_name(f".{lock.name}.pid")
+    why = "is a symlink" if os.path.islink(pid) else paths.escape(base, Path(pid.name))
+    if why is not None:
+        out.append(
+            doc.problem(
+                (), f"the render lock file {pid.name} {why}; delete it (it only holds a pid)"
+            )
+        )
+    for folder in (base / "renders", board.render_dir):
+        why = paths.escape(base, folder, kind="folder")
+        if why is not None:
+            rel = folder.relative_to(base).as_posix()
+            out.append(doc.problem(("name",), f"the render folder {rel}/ {why}", key=True))
+            break
+    if board.output is not None and ".." not in Path(board.output.path).parts:
+        out += _output_problems(doc, board)
+    out += _name_problems(doc, board)
+    return out
+
+
+def _output_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+    assert board.output is not None
+    base = board.path.parent
+    written = board.output.path
+    why = paths.escape(base, Path(written))
+    if why is not None:
+        return [doc.problem(("output", "path"), f"output.path {written} {why}")]
+    dest = Path(os.path.normpath(base / written))
+    clips = board.render_dir
+    if dest == clips or clips in dest.parents:
+        rel = clips.relative_to(base).as_posix()
+        return [
+            doc.problem(
+                ("output", "path"),
+                f"output.path {written} is inside {rel}/, where the scenes' clips and frames "
+                "are kept; choose a path outside it",
+            )
+        ]
+    return []
+
+
+def _name_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+    """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
+    other's clips."""
+    me = board.path
+    try:
+        siblings = sorted(
+            entry.path
+            for entry in os.scandir(me.parent)
+            if entry.name.endswith((".yaml", ".yml"))
+            and entry.is_file(follow_symlinks=False)  # a link to a storyboard is that storyboard
+            and entry.name != me.name
+        )
+    except OSError:
+        return []
+    for other in siblings:
+        if _declared_name(Path(other)) == board.name:
+            return [
+                doc.problem(
+                    ("name",),
+                    f"storyboard name {board.name!r} is also declared by {Path(other).name}; "
+                    f"both would render into renders/{board.name}/ and overwrite each other's "
+                    "clips: give one of them another name",
+                    key=True,
+                )
+            ]
+    return []
+
+
+def _declared_name(path: Path) -> str | None:
+    """The top-level `name:` of a YAML file, read from parser events (it usually comes first,
+    so the rest of the file is not parsed); None for anything that is not a readable mapping."""
+    try:
+        text = paths.read_regular(path, spec.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
+    except (OSError, paths.PathRefused, UnicodeDecodeError):
+        return None
+    depth, expect_key, is_name = 0, True, False
+    try:
+        for event in yaml.parse(text, Loader=spec._Loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
+                    return None
+                if depth == 1:
+                    if is_name and not expect_key:
+                        return None
+                    expect_key = not expect_key
+                depth += 1
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+                if depth == 0:
+                    return None
+            elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent) and depth == 1:
+                if expect_key:
+                    is_name = isinstance(event, yaml.ScalarEvent) and event.value == "name"
+                elif is_name:
+                    return event.value if isinstance(event, yaml.ScalarEvent) else None
+                expect_key = not expect_key
+    except yaml.YAMLError:
+        return None
+    return None
