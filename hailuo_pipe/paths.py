@@ -37,9 +37,12 @@ def escape(project: Path, path: Path, *, kind: str = "file") -> str | None:
 
     A path the spec wrote as outside the project (an absolute one) is the user's explicit
     choice and is only checked for being a special file."""
-    root = os.path.realpath(project)
-    lexical = os.path.normpath(os.path.join(root, path))
-    real = os.path.realpath(lexical)
+    try:
+        root = os.path.realpath(project)
+        lexical = os.path.normpath(os.path.join(root, path))
+        real = os.path.realpath(lexical)
+    except (ValueError, OSError):  # a NUL byte, a symlink loop: no file can be used there
+        return "is not a usable path"
     if _inside(root, lexical) and not _inside(root, real):
         return f"leads outside the project folder {root} through a symlink (to {real})"
     try:

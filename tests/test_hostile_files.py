@@ -88,7 +88,8 @@ def test_a_lockfile_symlink_out_of_the_project_is_refused(tmp_path: Path) -> Non
     outside.write_text('{"version": 1, "storyboard": "g", "scenes": {}}\n', encoding="utf-8")
     (project / "story.lock").symlink_to(outside)
     proc = run(spec, "validate")
-    assert proc.returncode == 1 and re.search(r"story\.yaml:\d+:\d+: the lockfile .*outside", proc.stderr)
+    assert proc.returncode == 1
+    assert re.search(r"story\.yaml:\d+:\d+: the lockfile .*outside", proc.stderr)
     with pytest.raises(LockfileError, match="outside the project"):
         Lockfile.load(project / "story.lock", "g")
     assert render(spec).returncode == 1
