@@ -328,33 +328,37 @@ def _name_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
 
 
 def _declared_name(path: Path) -> str | None:
-    """The top-level `name:` of a YAML file, read from parser events (it usually comes first,
-    so the rest of the file is not parsed); None for anything that is not a readable mapping."""
+    """The top-level `name:` of a YAML file that also has a top-level `version: 1` (a
+    storyboard, not a workflow file that happens to have a name), read from parser events and
+    stopping once both are seen (they usually come first); None for anything else."""
     try:
         text = paths.read_regular(path, spec.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
     except (OSError, paths.PathRefused, UnicodeDecodeError):
         return None
-    depth, expect_key, is_name = 0, True, False
+    found: dict[str, str | None] = {}
+    depth, key = 0, None  # key: the top-level key whose value comes next (None: a key comes)
     try:
         for event in yaml.parse(text, Loader=spec._Loader):
             if isinstance(event, yaml.CollectionStartEvent):
                 if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
                     return None
                 if depth == 1:
-                    if is_name and not expect_key:
-                        return None
-                    expect_key = not expect_key
+                    found.setdefault(key or "", None)  # a collection: no name or version
+                    key = "" if key is None else None
                 depth += 1
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
                 if depth == 0:
-                    return None
+                    break
             elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent) and depth == 1:
-                if expect_key:
-                    is_name = isinstance(event, yaml.ScalarEvent) and event.value == "name"
-                elif is_name:
-                    return event.value if isinstance(event, yaml.ScalarEvent) else None
-                expect_key = not expect_key
+                value = event.value if isinstance(event, yaml.ScalarEvent) else None
+                if key is None:
+                    key = value or ""
+                    continue
+                found.setdefault(key, value)
+                key = None
+                if "name" in found and "version" in found:
+                    break
     except yaml.YAMLError:
         return None
-    return None
+    return found.get("name") if found.get("version") == "1" else None

@@ -314,6 +314,7 @@ def test_two_storyboards_of_one_name_in_a_folder_are_refused(
     b = write_spec("# the other one\n" + STORY.lstrip("\n"), "b.yaml")
     write_spec(STORY.replace("name: g", "name: other"), "c.yaml")
     write_spec("version: 1\nname: [not, a, name]\n", "junk.yaml")
+    write_spec("name: g\non: push\n", "workflow.yml")  # not a storyboard: no version
     proc = run(a, "validate")
     assert proc.returncode == 1
     assert re.search(r"a\.yaml:2:1: storyboard name 'g' is also declared by b\.yaml", proc.stderr)
