@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import providers
@@ -25,6 +26,7 @@ from .fingerprint import FrameHashes, fingerprint, image_tokens, request_for
 from .graph import Graph
 from .images import remember_hashes, sha256_file
 from .lockfile import Entry, Lockfile
+from .paths import escape
 from .providers.base import WireRequest
 from .storyboard import Scene, Storyboard
 
@@ -87,6 +89,12 @@ def output_intact(base: Path, entry: Entry) -> bool:
     try:
         st = path.stat()
     except OSError:
+        return False
+    # a FIFO or a link to /dev/zero recorded as an empty clip would make hashing it never end;
+    # a link out of the project would make us trust (and chain from) a file we do not own
+    if not S_ISREG(st.st_mode) or (
+        path.is_symlink() and escape(base, Path(entry.output.path)) is not None
+    ):
         return False
     return st.st_size == entry.output.size and sha256_file(path, st) == entry.output.sha256
 

@@ -386,3 +386,24 @@ def test_cache_gc_removes_stale_temp_files(
     proc = run(spec, "cache", "gc", "--cache", folder.as_uri(), "--grace", "0")
     assert proc.returncode == 0, proc.stderr
     assert not young.exists()
+
+
+# -- a recorded clip that is not a file ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_recorded_clip_replaced_by_a_special_file_does_not_hang_plan(
+    write_spec: Callable[..., Path], kind: str
+) -> None:
+    spec = write_spec(STORY)
+    assert render(spec).returncode == 0
+    lock_path = spec.with_suffix(".lock")
+    lock = json.loads(lock_path.read_text(encoding="utf-8"))
+    empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    lock["scenes"]["s1"]["output"].update(size=0, sha256=empty)
+    lock_path.write_text(json.dumps(lock, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    clip = spec.parent / lock["scenes"]["s1"]["output"]["path"]
+    clip.unlink()
+    os.mkfifo(clip) if kind == "fifo" else clip.symlink_to("/dev/zero")
+    proc = run(spec, "plan", "--provider", "preview", timeout=30)
+    assert proc.returncode == 0 and "s1" in proc.stdout, proc.stderr
