@@ -274,7 +274,7 @@ def _project_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
             break
     if board.output is not None and ".." not in Path(board.output.path).parts:
         out += _output_problems(doc, board)
-    out += _name_problems(doc, board)
+    out += _name_problems(doc, board, _sibling_names(board))
     return out
 
 
@@ -299,9 +299,8 @@ def _output_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
     return []
 
 
-def _name_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
-    """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
-    other's clips."""
+def _sibling_names(board: Storyboard) -> list[tuple[str, str]]:
+    """(file name, storyboard name) of the other storyboards in the spec's folder."""
     me = board.path
     try:
         siblings = sorted(
@@ -313,18 +312,47 @@ def _name_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
         )
     except OSError:
         return []
-    for other in siblings:
-        if _declared_name(Path(other)) == board.name:
-            return [
+    return [
+        (Path(other).name, name)
+        for other in siblings
+        if (name := _declared_name(Path(other))) is not None
+    ]
+
+
+def _name_problems(
+    doc: spec.Document, board: Storyboard, siblings: list[tuple[str, str]]
+) -> list[Problem]:
+    """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
+    other's clips; a cut inside another's render folder would overwrite its clips too."""
+    out = []
+    for other, name in siblings:
+        if name == board.name:
+            out.append(
                 doc.problem(
                     ("name",),
-                    f"storyboard name {board.name!r} is also declared by {Path(other).name}; "
+                    f"storyboard name {board.name!r} is also declared by {other}; "
                     f"both would render into renders/{board.name}/ and overwrite each other's "
                     "clips: give one of them another name",
                     key=True,
                 )
-            ]
-    return []
+            )
+            break
+    if board.output is None or ".." in Path(board.output.path).parts:
+        return out
+    base = board.path.parent
+    dest = Path(os.path.normpath(base / board.output.path))
+    for other, name in siblings:
+        folder = render_dir_of(board.path, name)
+        if name != board.name and (folder == dest or folder in dest.parents):
+            out.append(
+                doc.problem(
+                    ("output", "path"),
+                    f"output.path {board.output.path} is inside renders/{name}/, where the "
+                    f"clips of {other} are kept; choose a path outside it",
+                )
+            )
+            break
+    return out
 
 
 def _declared_name(path: Path) -> str | None:

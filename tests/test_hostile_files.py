@@ -407,3 +407,17 @@ def test_a_recorded_clip_replaced_by_a_special_file_does_not_hang_plan(
     os.mkfifo(clip) if kind == "fifo" else clip.symlink_to("/dev/zero")
     proc = run(spec, "plan", "--provider", "preview", timeout=30)
     assert proc.returncode == 0 and "s1" in proc.stdout, proc.stderr
+
+
+def test_output_path_inside_another_storyboards_render_folder_is_refused(
+    write_spec: Callable[..., Path],
+) -> None:
+    write_spec(STORY.replace("name: g", "name: other"), "other.yaml")
+    spec = write_spec(STORY + "output:\n  path: renders/other/s1.mp4\n  sequence: [s1, s2]\n")
+    proc = run(spec, "validate")
+    assert proc.returncode == 1
+    assert re.search(
+        r"story\.yaml:11:9: output\.path renders/other/s1\.mp4 is inside renders/other/, "
+        r"where the clips of other\.yaml are kept",
+        proc.stderr,
+    )
