@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -421,3 +422,39 @@ def test_output_path_inside_another_storyboards_render_folder_is_refused(
         r"where the clips of other\.yaml are kept",
         proc.stderr,
     )
+
+
+def test_a_chained_frame_symlinked_out_of_the_project_is_never_sent(
+    write_spec: Callable[..., Path], tmp_path: Path
+) -> None:
+    chained = """
+    version: 1
+    name: g
+    defaults:
+      provider: preview
+    scenes:
+      - id: s1
+        prompt: a harbor at dawn
+      - id: s2
+        prompt: PROMPT
+        image: {from: s1, frame: last}
+    """
+    spec = write_spec(chained.replace("PROMPT", "the same harbor"))
+    assert render(spec).returncode == 0
+    lock = json.loads(spec.with_suffix(".lock").read_text(encoding="utf-8"))
+    frame = spec.parent / lock["scenes"]["s1"]["frames"]["last"]["path"]
+    private = tmp_path.parent / f"{tmp_path.name}-private.png"
+    frame.rename(private)
+    frame.symlink_to(private)
+    try:
+        spec.write_text(
+            textwrap.dedent(chained.replace("PROMPT", "the harbor at noon")).lstrip(),
+            encoding="utf-8",
+        )
+        proc = render(spec)
+        assert proc.returncode == 1
+        assert "last frame of s1 leads outside the project" in proc.stdout + proc.stderr
+        after = json.loads(spec.with_suffix(".lock").read_text(encoding="utf-8"))
+        assert after["scenes"]["s2"]["output"] == lock["scenes"]["s2"]["output"]  # not re-made
+    finally:
+        private.unlink()
