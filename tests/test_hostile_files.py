@@ -458,3 +458,17 @@ def test_a_chained_frame_symlinked_out_of_the_project_is_never_sent(
         assert after["scenes"]["s2"]["output"] == lock["scenes"]["s2"]["output"]  # not re-made
     finally:
         private.unlink()
+
+
+@pytest.mark.parametrize("name", [".hashes.json", ".checked-requests"])
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_special_files_as_the_render_folders_memos_do_not_hang(
+    write_spec: Callable[..., Path], name: str, kind: str
+) -> None:
+    spec = write_spec(STORY)
+    assert render(spec).returncode == 0
+    memo = spec.parent / "renders" / "g" / name
+    memo.unlink(missing_ok=True)
+    os.mkfifo(memo) if kind == "fifo" else memo.symlink_to("/dev/zero")
+    proc = run(spec, "plan", "--provider", "preview", timeout=30)
+    assert proc.returncode == 0, proc.stderr
