@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -299,8 +300,8 @@ def _output_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
     return []
 
 
-def _sibling_names(board: Storyboard) -> list[tuple[str, str]]:
-    """(file name, storyboard name) of the other storyboards in the spec's folder."""
+def _sibling_names(board: Storyboard) -> list[tuple[str, dict[spec.DocPath, str]]]:
+    """(file name, its name and output.path) of the other storyboards in the spec's folder."""
     me = board.path
     try:
         siblings = sorted(
@@ -313,20 +314,21 @@ def _sibling_names(board: Storyboard) -> list[tuple[str, str]]:
     except OSError:
         return []
     return [
-        (Path(other).name, name)
+        (Path(other).name, declared)
         for other in siblings
-        if (name := _declared_name(Path(other))) is not None
+        if (declared := _declared(Path(other))) is not None
     ]
 
 
 def _name_problems(
-    doc: spec.Document, board: Storyboard, siblings: list[tuple[str, str]]
+    doc: spec.Document, board: Storyboard, siblings: list[tuple[str, dict[spec.DocPath, str]]]
 ) -> list[Problem]:
     """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
-    other's clips; a cut inside another's render folder would overwrite its clips too."""
+    other's clips; a cut inside another's render folder, or at another's cut path, would
+    overwrite those too."""
     out = []
-    for other, name in siblings:
-        if name == board.name:
+    for other, declared in siblings:
+        if declared[("name",)] == board.name:
             out.append(
                 doc.problem(
                     ("name",),
@@ -341,7 +343,19 @@ def _name_problems(
         return out
     base = board.path.parent
     dest = Path(os.path.normpath(base / board.output.path))
-    for other, name in siblings:
+    for other, declared in siblings:
+        theirs = declared.get(("output", "path"))
+        if theirs is not None and os.path.normpath(base / theirs) == str(dest):
+            out.append(
+                doc.problem(
+                    ("output", "path"),
+                    f"output.path {board.output.path} is also the cut of {other}; each would "
+                    "overwrite the other's: choose another path",
+                )
+            )
+            break
+    for other, declared in siblings:
+        name = declared[("name",)]
         folder = render_dir_of(board.path, name)
         if name != board.name and (folder == dest or folder in dest.parents):
             out.append(
@@ -355,38 +369,57 @@ def _name_problems(
     return out
 
 
-def _declared_name(path: Path) -> str | None:
-    """The top-level `name:` of a YAML file that also has a top-level `version: 1` (a
-    storyboard, not a workflow file that happens to have a name), read from parser events and
-    stopping once both are seen (they usually come first); None for anything else."""
+_NODES = (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)
+_WANTED: frozenset[spec.DocPath] = frozenset({("name",), ("version",), ("output", "path")})
+
+
+@dataclass
+class _Frame:
+    mapping: bool
+    path: spec.DocPath | None  # None: inside something no wanted value can be in
+    key: str | None = None
+    awaiting_value: bool = False
+
+
+def _declared(path: Path) -> dict[spec.DocPath, str] | None:
+    """The top-level `name:` and `output.path` of a YAML file that also has a top-level
+    `version: 1` (a storyboard, not a workflow file that happens to have a name), read from
+    parser events without building the document; None for anything else."""
     try:
         text = paths.read_regular(path, spec.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
     except (OSError, paths.PathRefused, UnicodeDecodeError):
         return None
-    found: dict[str, str | None] = {}
-    depth, key = 0, None  # key: the top-level key whose value comes next (None: a key comes)
+    found: dict[spec.DocPath, str] = {}
+    stack: list[_Frame] = []
     try:
         for event in yaml.parse(text, Loader=spec._Loader):
-            if isinstance(event, yaml.CollectionStartEvent):
-                if depth == 0 and not isinstance(event, yaml.MappingStartEvent):
+            if isinstance(event, yaml.CollectionEndEvent):
+                stack.pop()
+                if not stack:
+                    break
+                continue
+            if not isinstance(event, _NODES):
+                continue
+            scalar = event.value if isinstance(event, yaml.ScalarEvent) else None
+            where: spec.DocPath | None = None
+            if not stack:
+                if not isinstance(event, yaml.MappingStartEvent):
                     return None
-                if depth == 1:
-                    found.setdefault(key or "", None)  # a collection: no name or version
-                    key = "" if key is None else None
-                depth += 1
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-                if depth == 0:
-                    break
-            elif isinstance(event, yaml.ScalarEvent | yaml.AliasEvent) and depth == 1:
-                value = event.value if isinstance(event, yaml.ScalarEvent) else None
-                if key is None:
-                    key = value or ""
-                    continue
-                found.setdefault(key, value)
-                key = None
-                if "name" in found and "version" in found:
-                    break
+                where = ()
+            else:
+                top = stack[-1]
+                if top.mapping and not top.awaiting_value:  # a key
+                    top.key, top.awaiting_value = scalar or "", True
+                elif top.mapping:  # a value
+                    top.awaiting_value = False
+                    if top.path is not None:
+                        where = (*top.path, top.key or "")
+                        if scalar is not None and where in _WANTED:
+                            found[where] = scalar
+            if isinstance(event, yaml.CollectionStartEvent):
+                stack.append(_Frame(isinstance(event, yaml.MappingStartEvent), where))
+            if len(found) == len(_WANTED):
+                break
     except yaml.YAMLError:
         return None
-    return found.get("name") if found.get("version") == "1" else None
+    return found if found.get(("version",)) == "1" and ("name",) in found else None

@@ -472,3 +472,16 @@ def test_special_files_as_the_render_folders_memos_do_not_hang(
     os.mkfifo(memo) if kind == "fifo" else memo.symlink_to("/dev/zero")
     proc = run(spec, "plan", "--provider", "preview", timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_two_storyboards_with_one_cut_path_are_refused(write_spec: Callable[..., Path]) -> None:
+    cut = "output:\n  path: film.mp4\n  sequence: [s1, s2]\n"
+    write_spec(STORY.replace("name: g", "name: other") + cut, "other.yaml")
+    spec = write_spec(STORY + cut.replace("film.mp4", "./film.mp4"))
+    proc = run(spec, "validate")
+    assert proc.returncode == 1
+    assert re.search(
+        r"story\.yaml:11:9: output\.path \./film\.mp4 is also the cut of other\.yaml", proc.stderr
+    )
+    spec.write_text(spec.read_text().replace("./film.mp4", "film-2.mp4"), encoding="utf-8")
+    assert run(spec, "validate").returncode == 0
