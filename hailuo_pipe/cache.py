@@ -293,10 +293,35 @@ class FileStore:
                         yield path.relative_to(self.root).as_posix(), path.stat().st_mtime
 
     def check(self) -> None:
-        with self._errors("create", "the cache folder"):
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self._write_temp(self.root / ".probe", b"")
-            probe.unlink()
+        # plan, status and validate check the cache too and must write nothing: a missing
+        # folder is an empty cache, made by the first write; what must hold is that it can be
+        with self._errors("use", "the cache folder"):
+            folder = self.root
+            while not folder.exists() and folder.parent != folder:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise CacheError(f"{self.url}: {folder} is not a folder")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise CacheError(f"{self.url}: permission denied: {folder} is not writable")
+
+    def remove_stale_temps(self, grace: float, *, dry_run: bool = False) -> list[str]:
+        """Delete the temp files of writes that were killed before their rename, once they are
+        older than `grace` seconds (a younger one may belong to a write under way)."""
+        removed: list[str] = []
+        now = time.time()
+        with self._errors("list", "temp files"):
+            for dirpath, _dirs, names in os.walk(self.root):
+                for name in names:
+                    if not (name.startswith(".") and name.endswith(".tmp")):
+                        continue
+                    path = Path(dirpath) / name
+                    with contextlib.suppress(FileNotFoundError):
+                        if now - path.lstat().st_mtime < grace:
+                            continue
+                        if not dry_run:
+                            path.unlink()
+                        removed.append(path.relative_to(self.root).as_posix())
+        return removed
 
 
 # --------------------------------------------------------------------------------------------
@@ -674,6 +699,9 @@ class Cache:
             elif not dry_run:
                 with contextlib.suppress(PreconditionFailed):
                     self.store.delete(key, if_match=got[1])
+        stale_temps = getattr(self.store, "remove_stale_temps", None)
+        if stale_temps is not None:  # only a folder has them: an object store writes whole
+            stale_temps(grace, dry_run=dry_run)
         removed: list[str] = []
         for hexd, objects in sorted(self._entries().items()):
             if hexd in keep_hex:

@@ -45,6 +45,7 @@ from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
 from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
+from .paths import escape
 from .plan import (
     SPENDING,
     FrameSource,
@@ -660,7 +661,15 @@ class _Run:
             return img.path
         assert img.ref is not None
         entry = self.lock.scenes[img.ref.scene]
-        return self.base / entry.frames[img.ref.frame].path
+        record = entry.frames[img.ref.frame]
+        # the frame is sent to a provider: a link to a private file must not be uploaded
+        why = escape(self.base, Path(record.path))
+        if why is not None:
+            raise MediaError(
+                f"{record.path}: the {img.ref.frame} frame of {img.ref.scene} {why}; delete it "
+                f"and render again (run with --force {img.ref.scene} to make it anew)"
+            )
+        return self.base / record.path
 
     async def _after_submits(self) -> None:
         """Let the submits under way go first: when jobs end together, each ended job's

@@ -17,8 +17,10 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from .lockfile import atomic_write
+from .paths import PathRefused, read_regular
 
 MAX_BYTES = 20 * 1024 * 1024
+STORE_BYTES = 256 * 1024 * 1024  # .hashes.json: ~150 bytes a clip
 MIN_SHORT_SIDE = 300  # strictly above
 MIN_ASPECT = Fraction(2, 5)  # strictly between 2:5 and 5:2
 MAX_ASPECT = Fraction(5, 2)
@@ -123,8 +125,9 @@ class _HashStore:
         self.path = path
         self.dirty = False
         self.known: dict[str, list[Any]] = {}
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(path.read_text(encoding="utf-8"))
+        # PathRefused: a FIFO or a link to /dev/zero there would hang or fill memory
+        with contextlib.suppress(OSError, ValueError, PathRefused):
+            data = json.loads(read_regular(path, STORE_BYTES, "hash store"))
             if isinstance(data, dict):
                 self.known = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 5}
 

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import re
+import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import AdoptRefused, LockfileError, LockHeldError
+from .paths import PathRefused, escape, read_regular
 
 FORMAT_VERSION = 1
 # submitting: key recorded, request about to be sent (its fate is unknown after a crash)
@@ -34,6 +36,8 @@ State = Literal["submitting", "submitted", "unknown", "done", "failed"]
 STATES: tuple[str, ...] = ("submitting", "submitted", "unknown", "done", "failed")
 # a submission whose job id we never recorded: a paid job may exist at the provider
 PARKED: tuple[str, ...] = ("submitting", "unknown")
+# far above what 10,000 scenes record, far below what a mistaken /dev/zero would fill memory with
+MAX_LOCKFILE_BYTES = 256 * 1024 * 1024
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
 
 
@@ -174,10 +178,19 @@ class Lockfile:
     @classmethod
     def load(cls, path: Path, storyboard: str) -> Lockfile:
         """An empty lockfile when none exists; LockfileError when it exists but is not valid."""
+        # a dangling link is not "no lockfile": taking it as one would pay for every scene again
+        why = escape(path.parent, Path(path.name))
+        if why is not None:
+            raise LockfileError(
+                f"{path}: the lockfile {why}; replace it with the real lockfile (restore it "
+                "from git) — nothing is rendered until then"
+            )
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_regular(path, MAX_LOCKFILE_BYTES, "lockfile").decode("utf-8")
         except FileNotFoundError:
             return cls(path, storyboard)
+        except PathRefused as err:
+            raise LockfileError(f"{err}; nothing is rendered until it is fixed") from None
         except (OSError, UnicodeDecodeError) as err:
             raise LockfileError(f"{path}: cannot read the lockfile: {err}") from None
         try:
@@ -366,8 +379,24 @@ def atomic_write(path: Path, data: bytes) -> None:
 def exclusive(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
     """Hold the render lock of one spec; refuse (or with `wait`, queue) if another has it."""
     mutex = lock_path.with_name(f".{lock_path.name}.pid")
-    fd = os.open(mutex, os.O_RDWR | os.O_CREAT, 0o644)
+    # never through a symlink: a committed `.NAME.lock.pid -> somefile` would be truncated and
+    # overwritten with our pid; O_NONBLOCK so that a FIFO there cannot make us wait forever
     try:
+        fd = os.open(
+            mutex, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
+        )
+    except OSError as err:
+        kind = "a symlink" if os.path.islink(mutex) else f"unusable ({err.strerror})"
+        raise LockfileError(
+            f"{mutex}: the render lock file is {kind}; delete it (it only holds the pid of a "
+            "running render) and run again"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockfileError(
+                f"{mutex}: the render lock file is not a regular file; delete it (it only "
+                "holds the pid of a running render) and run again"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import providers
@@ -35,6 +36,7 @@ from .fingerprint import (
 from .graph import Graph
 from .images import remember_hashes, sha256_file
 from .lockfile import Entry, FileRecord, Lockfile
+from .paths import escape
 from .providers.base import REQUEST_TIMEOUT, WireRequest
 from .storyboard import Scene, Storyboard
 
@@ -111,6 +113,12 @@ def intact(base: Path, record: FileRecord | None) -> bool:
     try:
         st = path.stat()
     except OSError:
+        return False
+    # a FIFO or a link to /dev/zero recorded as an empty file would make hashing it never end;
+    # a link out of the project would make us trust (and chain from) a file we do not own
+    if not S_ISREG(st.st_mode) or (
+        path.is_symlink() and escape(base, Path(record.path)) is not None
+    ):
         return False
     return st.st_size == record.size and sha256_file(path, st) == record.sha256
 

@@ -43,7 +43,8 @@ class _Resolver:
         self.variables = {**self.data.get("vars", {}), **overrides}
         self.defaults = {**BUILTIN_DEFAULTS, **self.data.get("defaults", {})}
         self.provider_override = provider_override
-        self.templates = Templates(self.base / "templates")
+        self.overridden = False  # the override changed some scene's provider
+        self.templates = Templates(self.base / "templates", self.base)
         self.problems: list[Problem] = []
 
     def problem(self, path: DocPath, text: str, *, line_offset: int = 0) -> None:
@@ -130,6 +131,7 @@ class _Resolver:
             for k in ("provider", "duration", "resolution", "prompt_optimizer")
         }
         if self.provider_override:
+            self.overridden |= setting["provider"] != self.provider_override
             setting["provider"] = self.provider_override
         if setting["provider"] is None:
             self.problem(
@@ -212,7 +214,8 @@ def resolve(
         vars=r.variables,
         output=r.cut(),
         cache=doc.data.get("cache"),
-        rehearsal=provider is not None and _is_local(provider),
+        # a storyboard that is all preview already is no rehearsal: it renders where it always did
+        rehearsal=provider is not None and r.overridden and _is_local(provider),
         budget=Decimal(str(doc.data["budget"])) if "budget" in doc.data else None,
     )
     return board, r.problems

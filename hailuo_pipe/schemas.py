@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import Problem
 from .lockfile import atomic_write
+from .paths import PathRefused, read_regular
 from .spec import DocPath, Document
 
 # jsonschema is imported when something is checked: a rerun of a storyboard whose document
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 
 _T = TypeVar("_T")
+MEMO_BYTES = 64 * 1024 * 1024  # .checked-requests: 65 bytes a checked request
 
 
 def schema_dir() -> Path:
@@ -206,8 +208,9 @@ class SchemaMemo:
         self._used: set[str] = set()
         if path is not None:
             # ValueError: a path no file can have (a NUL in a name not yet checked by the schema)
-            with contextlib.suppress(OSError, UnicodeDecodeError, ValueError):
-                self._known = set(path.read_text(encoding="utf-8").split())
+            # PathRefused: a FIFO or a link to /dev/zero there would hang or fill memory
+            with contextlib.suppress(OSError, UnicodeDecodeError, ValueError, PathRefused):
+                self._known = set(read_regular(path, MEMO_BYTES, "memo").decode().split())
 
     def document_problems(self, doc: Document) -> list[Problem]:
         return self._checked("storyboard", doc.data, lambda: validate_document(doc))

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+from .paths import PathRefused, read_regular
 from .storyboard import Location
 
 try:  # the C composer is several times faster on large storyboards
@@ -211,17 +212,9 @@ def load(path: Path, display: str | None = None) -> tuple[Document, list[Problem
     """Read and parse a storyboard file; unreadable files are problems, not exceptions."""
     file = display or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return Document(file, None), [
-                Problem(
-                    file,
-                    1,
-                    1,
-                    f"the file is {size:,} bytes; a storyboard may have at most {MAX_FILE_BYTES:,}",
-                )
-            ]
-        raw = path.read_bytes()
+        raw = read_regular(path, MAX_FILE_BYTES, "storyboard")
+    except PathRefused as err:
+        return Document(file, None), [Problem(file, 1, 1, err.reason)]
     except FileNotFoundError:
         return Document(file, None), [Problem(file, 1, 1, "no such file")]
     except OSError as err:

@@ -306,7 +306,13 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 class _FolderLoader(jinja2.FileSystemLoader):
     """Snippets from the templates folder and nothing else: a symlink in it that leads out (a
     cloned repository can carry one) is refused before anything is read, and so is a file
-    too large to be a snippet."""
+    too large to be a snippet. "Out" is out of `root`, the project folder: checked against the
+    templates folder's own real path, a `templates -> /proc/self` link would let every file
+    under its target in."""
+
+    def __init__(self, searchpath: str, root: str) -> None:
+        super().__init__(searchpath)
+        self.root = os.path.realpath(root)
 
     def get_source(
         self, environment: jinja2.Environment, template: str
@@ -314,11 +320,16 @@ class _FolderLoader(jinja2.FileSystemLoader):
         pieces = split_template_path(template)  # refuses '..'
         for folder in self.searchpath:
             path = os.path.join(folder, *pieces)
-            if not os.path.isfile(path):
+            real = os.path.realpath(path)
+            if os.path.commonpath([self.root, real]) != self.root:
+                raise TemplateProblem(
+                    f"template snippet {template!r} leads outside the project folder "
+                    "through a symlink"
+                )
+            if not os.path.exists(path):
                 continue
-            root, real = os.path.realpath(folder), os.path.realpath(path)
-            if os.path.commonpath([root, real]) != root:
-                raise TemplateProblem(f"template snippet {template!r} leads outside {folder}")
+            if not os.path.isfile(path):  # a FIFO would hang the read, a device never end it
+                raise TemplateProblem(f"template snippet {template!r} is not a regular file")
             if os.path.getsize(real) > MAX_SNIPPET_BYTES:
                 raise TemplateProblem(f"template snippet {template!r} is too large")
         return super().get_source(environment, template)
@@ -329,10 +340,12 @@ class Templates:
     """Renders prompt templates of one storyboard; snippets come from `templates_dir`."""
 
     templates_dir: Path | None
+    root: Path | None = None  # the project folder snippets must stay in (default: the parent)
 
     def __post_init__(self) -> None:
+        root = self.root or (self.templates_dir.parent if self.templates_dir else None)
         loader = (
-            _FolderLoader(str(self.templates_dir))
+            _FolderLoader(str(self.templates_dir), str(root))
             if self.templates_dir and self.templates_dir.is_dir()
             else None
         )

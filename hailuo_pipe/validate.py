@@ -10,10 +10,13 @@ import difflib
 import os
 import secrets
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import images, providers, schemas, spec
+import yaml
+
+from . import images, paths, providers, schemas, spec
 from .errors import Problem, SpecError, UnknownName
 from .graph import CycleError, Graph
 from .resolve import URL, resolve
@@ -90,10 +93,11 @@ def check(
     problems += _graph_problems(seen, at, broken)
     for scene in board.scenes:  # a duplicate's own problems are independent of its id's
         problems += _provider_problems(scene, at, memo)
-        problems += _image_problems(scene, at)
+        problems += _image_problems(scene, at, path.resolve().parent)
     problems += _unresolved_image_problems(doc, board, path.resolve().parent)
     memo.save()
     problems += _cut_problems(doc, board, seen, broken)
+    problems += _project_problems(doc, board)
     return board, problems
 
 
@@ -188,7 +192,13 @@ def _memo_path(path: Path, data: object) -> Path | None:
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
         return None
-    return render_dir_of(path.resolve(), name) / ".checked-requests"
+    spec_path = path.resolve()
+    folder = render_dir_of(spec_path, name)
+    # the memo is written there: not through a `renders` symlink that leads out of the project
+    base = spec_path.parent
+    if any(paths.escape(base, f, kind="folder") for f in (folder.parent, folder)):
+        return None
+    return folder / ".checked-requests"
 
 
 def _graph_problems(
@@ -407,11 +417,15 @@ def _origin(cls: type[providers.Provider], scene: Scene, path: spec.DocPath) -> 
     return "options" if "options" in scene.where else ""
 
 
-def _image_problems(scene: Scene, at: Locator) -> list[Problem]:
+def _image_problems(scene: Scene, at: Locator, project: Path | None = None) -> list[Problem]:
     out = []
     for key in ("image", "end_image"):
         img = getattr(scene, key)
         if img is not None and img.path is not None:
+            why = paths.escape(project, img.path) if project is not None else None
+            if why is not None:
+                out.append(at(scene, key, f"image {img.written or img.path} {why}"))
+                continue
             try:
                 images.check(img.path, img.written)
             except images.ImageProblem as err:
@@ -455,3 +469,180 @@ def _cut_problems(
                 )
             )
     return out
+
+
+def _project_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+    """What the render would write or read beside the spec, refused before anything is spent
+    when a symlink leads it out of the project, it is a special file, or it is shared."""
+    base = board.path.parent
+    out = []
+    lock = board.lock_path
+    why = paths.escape(base, Path(lock.name))
+    if why is not None:
+        out.append(
+            doc.problem((), f"the lockfile {lock.name} {why}; restore the real lockfile from git")
+        )
+    pid = lock.with_name(f".{lock.name}.pid")
+    why = "is a symlink" if os.path.islink(pid) else paths.escape(base, Path(pid.name))
+    if why is not None:
+        out.append(
+            doc.problem(
+                (), f"the render lock file {pid.name} {why}; delete it (it only holds a pid)"
+            )
+        )
+    for folder in (base / "renders", board.render_dir):
+        why = paths.escape(base, folder, kind="folder")
+        if why is not None:
+            rel = folder.relative_to(base).as_posix()
+            out.append(doc.problem(("name",), f"the render folder {rel}/ {why}", key=True))
+            break
+    if board.output is not None and ".." not in Path(board.output.path).parts:
+        out += _output_problems(doc, board)
+    out += _name_problems(doc, board, _sibling_names(board))
+    return out
+
+
+def _output_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+    assert board.output is not None
+    base = board.path.parent
+    written = board.output.path
+    why = paths.escape(base, Path(written))
+    if why is not None:
+        return [doc.problem(("output", "path"), f"output.path {written} {why}")]
+    dest = Path(os.path.normpath(base / written))
+    clips = board.render_dir
+    if dest == clips or clips in dest.parents:
+        rel = clips.relative_to(base).as_posix()
+        return [
+            doc.problem(
+                ("output", "path"),
+                f"output.path {written} is inside {rel}/, where the scenes' clips and frames "
+                "are kept; choose a path outside it",
+            )
+        ]
+    return []
+
+
+def _sibling_names(board: Storyboard) -> list[tuple[str, dict[spec.DocPath, str]]]:
+    """(file name, its name and output.path) of the other storyboards in the spec's folder."""
+    me = board.path
+    try:
+        siblings = sorted(
+            entry.path
+            for entry in os.scandir(me.parent)
+            if entry.name.endswith((".yaml", ".yml"))
+            and entry.is_file(follow_symlinks=False)  # a link to a storyboard is that storyboard
+            and entry.name != me.name
+        )
+    except OSError:
+        return []
+    return [
+        (Path(other).name, declared)
+        for other in siblings
+        if (declared := _declared(Path(other))) is not None
+    ]
+
+
+def _name_problems(
+    doc: spec.Document, board: Storyboard, siblings: list[tuple[str, dict[spec.DocPath, str]]]
+) -> list[Problem]:
+    """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
+    other's clips; a cut inside another's render folder, or at another's cut path, would
+    overwrite those too."""
+    out = []
+    for other, declared in siblings:
+        if declared[("name",)] == board.name:
+            out.append(
+                doc.problem(
+                    ("name",),
+                    f"storyboard name {board.name!r} is also declared by {other}; "
+                    f"both would render into renders/{board.name}/ and overwrite each other's "
+                    "clips: give one of them another name",
+                    key=True,
+                )
+            )
+            break
+    if board.output is None or ".." in Path(board.output.path).parts:
+        return out
+    base = board.path.parent
+    dest = Path(os.path.normpath(base / board.output.path))
+    for other, declared in siblings:
+        theirs = declared.get(("output", "path"))
+        if theirs is not None and os.path.normpath(base / theirs) == str(dest):
+            out.append(
+                doc.problem(
+                    ("output", "path"),
+                    f"output.path {board.output.path} is also the cut of {other}; each would "
+                    "overwrite the other's: choose another path",
+                )
+            )
+            break
+    for other, declared in siblings:
+        name = declared[("name",)]
+        folder = render_dir_of(board.path, name)
+        if name != board.name and (folder == dest or folder in dest.parents):
+            out.append(
+                doc.problem(
+                    ("output", "path"),
+                    f"output.path {board.output.path} is inside renders/{name}/, where the "
+                    f"clips of {other} are kept; choose a path outside it",
+                )
+            )
+            break
+    return out
+
+
+_NODES = (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)
+_WANTED: frozenset[spec.DocPath] = frozenset({("name",), ("version",), ("output", "path")})
+
+
+@dataclass
+class _Frame:
+    mapping: bool
+    path: spec.DocPath | None  # None: inside something no wanted value can be in
+    key: str | None = None
+    awaiting_value: bool = False
+
+
+def _declared(path: Path) -> dict[spec.DocPath, str] | None:
+    """The top-level `name:` and `output.path` of a YAML file that also has a top-level
+    `version: 1` (a storyboard, not a workflow file that happens to have a name), read from
+    parser events without building the document; None for anything else."""
+    try:
+        text = paths.read_regular(path, spec.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
+    except (OSError, paths.PathRefused, UnicodeDecodeError):
+        return None
+    found: dict[spec.DocPath, str] = {}
+    stack: list[_Frame] = []
+    try:
+        for event in yaml.parse(text, Loader=spec._Loader):
+            if isinstance(event, yaml.CollectionEndEvent):
+                stack.pop()
+                if not stack:
+                    break
+                continue
+            if not isinstance(event, _NODES):
+                continue
+            scalar = event.value if isinstance(event, yaml.ScalarEvent) else None
+            where: spec.DocPath | None = None
+            if not stack:
+                if not isinstance(event, yaml.MappingStartEvent):
+                    return None
+                where = ()
+            else:
+                top = stack[-1]
+                if top.mapping and not top.awaiting_value:  # a key
+                    top.key, top.awaiting_value = scalar or "", True
+                elif top.mapping:  # a value
+                    top.awaiting_value = False
+                    if top.path is not None:
+                        where = (*top.path, top.key or "")
+                        if scalar is not None and where in _WANTED:
+                            found[where] = scalar
+            if isinstance(event, yaml.CollectionStartEvent):
+                stack.append(_Frame(isinstance(event, yaml.MappingStartEvent), where))
+            if len(found) == len(_WANTED):
+                break
+    except yaml.YAMLError:
+        return None
+    return found if found.get(("version",)) == "1" and ("name",) in found else None
