@@ -292,7 +292,10 @@ class _Run:
                 )
                 self.emit(scene, "skipped", f"needs {blocked}, which failed")
                 return
-            step = planned if self._inputs_as_planned(scene) else self._replan(scene)
+            # a step planned before its input frames existed has no fingerprint: stale even
+            # when the scenes it takes them from turned out reused once replanned themselves
+            as_planned = planned.fingerprint is not None and self._inputs_as_planned(scene)
+            step = planned if as_planned else self._replan(scene)
             result = await self._act(step)
             self.results[scene.id] = result
             ok = result.outcome not in ("failed", "skipped", "interrupted")
@@ -305,6 +308,18 @@ class _Run:
                 scene.id, "failed", error=str(err), job_id=entry.job_id if entry else None
             )
             self.emit(scene, "failed", str(err))
+        except Exception as err:
+            # a bug of ours: this scene fails, named, instead of a traceback that ends the whole
+            # render; what it recorded before failing is in the lockfile, so a rerun resumes it
+            entry = self.lock.scenes.get(scene.id)
+            error = (
+                f"{scene.id}: internal error ({type(err).__name__}: {err}); its lockfile entry "
+                "is left as it was: run the same command again, and please report this"
+            )
+            self.results[scene.id] = SceneResult(
+                scene.id, "failed", error=error, job_id=entry.job_id if entry else None
+            )
+            self.emit(scene, "failed", error)
         finally:
             if ok:
                 self._record_frames(scene.id)
