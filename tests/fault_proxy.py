@@ -307,6 +307,8 @@ def run_through_proxy(
                 figures.problems.append("not done, even once the network was healthy")
         figures.connections = proxy.connections
     figures.problems += soak.verify_outputs(spec, scenes)
+    if left := soak.temp_files(workdir):  # a download cut short must not stay behind
+        figures.problems.append(f"{left} temporary files left behind")
     problems, figures.paid_jobs, failed = soak.verify_jobs(emu, scenes)
     figures.problems += problems
     if failed:
