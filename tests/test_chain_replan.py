@@ -129,3 +129,23 @@ def test_an_unexpected_error_in_one_scene_is_a_named_failure_not_a_traceback(
     assert "error: b: internal error (AssertionError: a bug)" in out.output
     lock = Lockfile.load(spec.with_suffix(".lock"), "chain")
     assert {sid: e.state for sid, e in lock.scenes.items()} == {"a": "done", "c": "done"}
+
+
+def test_an_unexpected_error_outside_any_scene_is_one_line_not_a_traceback(
+    write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = write_spec(CHAIN, name="chain.yaml")
+
+    def buggy(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a planning bug sk-SECRET-0123")
+
+    monkeypatch.setattr(cli, "make_plan", buggy)
+    monkeypatch.setenv("RUNWARE_API_KEY", "sk-SECRET-0123")
+    monkeypatch.delenv("HAILUO_PIPE_DEBUG", raising=False)
+    out = CliRunner().invoke(cli.main, ["plan", str(spec)])
+    assert isinstance(out.exception, SystemExit) and out.exit_code == 1, out.exception
+    assert out.output.startswith("error: internal error (AssertionError: a planning bug ***)")
+    assert "sk-SECRET" not in out.output
+    # click's own errors are still click's
+    usage = CliRunner().invoke(cli.main, ["plan", "--no-such-option", str(spec)])
+    assert usage.exit_code == 2 and "No such option" in usage.output
