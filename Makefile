@@ -32,12 +32,14 @@ test: lint
 	sh scripts/install-chromium.sh
 	$(BIN)/python -m pytest -q
 
-# 50 kill -9s at seeded random moments of a 20-scene render, then every provider fault at 20%;
+# 50 kill -9s at seeded random moments of a 20-scene render, then every provider fault at 20%,
+# then TCP faults (resets, half bodies, stalls, late answers, trickles) on half the connections;
 # figures for docs/reliability.md (CI runs tests/test_reliability.py: 8 kills, same checks)
 soak: $(STAMP)
 	$(BIN)/python tests/soak.py --kills 50 --scenes 20 --seed 1
 	$(BIN)/python tests/soak.py --kills 20 --scenes 20 --seed 2 --signals INT,TERM
 	$(BIN)/python tests/soak.py --faults --scenes 20 --seed 1
+	$(BIN)/python tests/fault_proxy.py --scenes 20 --seed 1 --rate 0.5
 
 bench: $(STAMP) bytecode
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

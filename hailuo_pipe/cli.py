@@ -125,6 +125,20 @@ def reports_errors(f: F) -> F:
             else:
                 click.echo(f"error: {_scrub(str(err))}", err=True)
             sys.exit(2 if isinstance(err, SettingError) else 1)  # a bad setting: usage error
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own: usage errors and exits, reported by click
+        except Exception as err:
+            # a bug of ours: still one line and exit 1, not a traceback; every lockfile write is
+            # atomic, so what was recorded stays recorded. HAILUO_PIPE_DEBUG=1 shows where.
+            if os.environ.get("HAILUO_PIPE_DEBUG"):
+                raise
+            text = _scrub(f"{type(err).__name__}: {err}")
+            click.echo(
+                f"error: internal error ({text}); recorded jobs stay in the lockfile: run the "
+                "same command again, and please report this (HAILUO_PIPE_DEBUG=1 shows where)",
+                err=True,
+            )
+            sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
 

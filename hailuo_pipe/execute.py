@@ -357,7 +357,10 @@ class _Run:
             elif dep is not None:
                 result = SceneResult(scene.id, "skipped", error=f"needs {dep}, which failed")
             else:
-                step = planned if self._inputs_as_planned(scene) else self._replan(scene)
+                # a step planned before its input frames existed has no fingerprint: stale even
+                # when the scenes it takes them from turned out reused once replanned themselves
+                as_planned = planned.fingerprint is not None and self._inputs_as_planned(scene)
+                step = planned if as_planned else self._replan(scene)
                 result = await self._act(step)
         except NotStarted:
             result = SceneResult(scene.id, "not started")
@@ -365,6 +368,17 @@ class _Run:
             result = self._interrupted(scene)
         except HailuoPipeError as err:
             result = self._failed(scene, err)
+        except Exception as err:
+            # a bug of ours: this scene fails, named, instead of a traceback that ends the whole
+            # render; what it recorded before failing is in the lockfile, so a rerun resumes it
+            entry = self.lock.scenes.get(scene.id)
+            result = SceneResult(
+                scene.id,
+                "failed",
+                error=f"{scene.id}: internal error ({type(err).__name__}: {err}); its lockfile "
+                "entry is left as it was: run the same command again, and please report this",
+                job_id=entry.job_id if entry else None,
+            )
         finally:
             self.results[scene.id] = result
             if result.outcome not in FAILED + STOPPED:

@@ -46,6 +46,7 @@ class _Resolver:
         self.overridden = False  # the override changed some scene's provider
         self.templates = Templates(self.base / "templates", self.base)
         self.problems: list[Problem] = []
+        self._whole_duration(self.data.get("defaults", {}), ("defaults",))
 
     def problem(self, path: DocPath, text: str, *, line_offset: int = 0) -> None:
         loc = self.doc.locate(path)
@@ -53,6 +54,18 @@ class _Resolver:
             block = 1 if path in self.doc.block_scalars else 0
             loc = Location(loc.line + block + line_offset, 1 if block else loc.col)
         self.problems.append(Problem(self.doc.file, loc.line, loc.col, text))
+
+    def _whole_duration(self, raw: Mapping[str, Any], path: DocPath) -> None:
+        # the schema's enum takes 6.0 for 6 (JSON numbers compare by value), and then a
+        # provider such as WaveSpeed refuses the request with a 400: refused here, located
+        value = raw.get("duration") if isinstance(raw, Mapping) else None
+        if isinstance(value, float):
+            shown = int(value) if value.is_integer() else value
+            self.problem(
+                (*path, "duration"),
+                f"duration must be the whole number 6 or 10 (seconds): write {shown}, "
+                f"not {value}",
+            )
 
     def render(
         self, path: DocPath, source: str, variables: Mapping[str, Any], what: str
@@ -130,6 +143,7 @@ class _Resolver:
             k: raw.get(k, self.defaults.get(k))
             for k in ("provider", "duration", "resolution", "prompt_optimizer")
         }
+        self._whole_duration(raw, path)
         if self.provider_override:
             self.overridden |= setting["provider"] != self.provider_override
             setting["provider"] = self.provider_override
