@@ -27,6 +27,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hailuo_pipe tests bench
+	$(BIN)/mypy
 
 test: lint
 	sh scripts/install-chromium.sh

@@ -22,6 +22,7 @@ The S3 backend lives in ``cache_s3`` and is imported only for ``s3://`` URLs (it
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import getpass
@@ -304,7 +305,7 @@ class FileStore:
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise CacheError(f"{self.url}: permission denied: {folder} is not writable")
 
-    def remove_stale_temps(self, grace: float, *, dry_run: bool = False) -> list[str]:
+    def remove_stale_temps(self, grace: float, *, dry_run: bool = False) -> builtins.list[str]:
         """Delete the temp files of writes that were killed before their rename, once they are
         older than `grace` seconds (a younger one may belong to a write under way)."""
         removed: list[str] = []

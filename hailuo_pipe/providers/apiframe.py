@@ -112,7 +112,8 @@ class ApiframeProvider(HostedProvider):
 
     def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
         body = request.body if isinstance(request.body, dict) else {}
-        params = body.get("hailuoParams") if isinstance(body.get("hailuoParams"), dict) else {}
+        found = body.get("hailuoParams")
+        params: dict[str, Any] = found if isinstance(found, dict) else {}
         # Apiframe's defaults apply to what the request leaves out
         duration = wire_int(params.get("duration", 6)) or 0
         return wire_str(params.get("resolution", "768p")), duration

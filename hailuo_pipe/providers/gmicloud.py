@@ -125,7 +125,8 @@ class GMICloudProvider(HostedProvider):
 
     def priced_as(self, request: WireRequest) -> tuple[str, int] | None:
         body = request.body if isinstance(request.body, dict) else {}
-        payload = body.get("payload") if isinstance(body.get("payload"), dict) else {}
+        found = body.get("payload")
+        payload: dict[str, Any] = found if isinstance(found, dict) else {}
         return wire_str(payload.get("resolution")), wire_int(payload.get("duration")) or 0
 
     async def submit(self, client: httpx.AsyncClient, request: WireRequest, key: str) -> str:
