@@ -20,6 +20,7 @@ from . import __version__, providers
 from .errors import HailuoPipeError, SpecError
 from .lockfile import Lockfile
 from .plan import Plan, make_plan
+from .redact import shown
 from .schemas import load_schema
 from .storyboard import Storyboard
 from .validate import check, load_storyboard
@@ -70,15 +71,16 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
 
 
-_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
 def _scrub(text: str) -> str:
-    """Remove any API key or cache credential from text that is about to be shown."""
-    for name, value in os.environ.items():
-        if (name.endswith("_API_KEY") or name in _SECRETS) and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    """Text about to be shown: any API key or cache credential masked, control characters of
+    outside text (job ids, provider messages) escaped."""
+    return shown(text, newlines=True)
+
+
+def echo_shown(text: str) -> None:
+    """Echo JSON built from outside text: json.dumps escapes control characters, this masks
+    any secret in whatever form it took."""
+    click.echo(shown(text, newlines=True))
 
 
 def reports_errors(f: F) -> F:
@@ -439,7 +441,7 @@ def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> 
     from .execute import summary_line
 
     if as_json:
-        click.echo(
+        echo_shown(
             json.dumps(
                 {
                     "ok": not result.failed and not result.interrupted,

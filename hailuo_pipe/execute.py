@@ -31,6 +31,7 @@ from .errors import (
     ContentRefused,
     HailuoPipeError,
     JobFailed,
+    JobIdRefused,
     LockfileError,
     MediaError,
     ProviderError,
@@ -41,7 +42,7 @@ from .errors import (
 from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
-from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
+from .lockfile import JOB_ID, Entry, FileRecord, GroupWriter, Lockfile, exclusive, now, odd_job_id
 from .plan import SPENDING, Plan, Step, _step, make_plan
 from .polling import DurationEstimator, PollSchedule
 from .providers.base import JobStatus, Provider, WireRequest
@@ -577,6 +578,7 @@ class _Run:
             # the provider refused the request: no job exists, so a later run may retry it
             await self.writer.update(scene.id, state="failed", error=str(err), finished_at=now())
             raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None
+        await self._check_job_id(scene, provider, job_id)
         try:
             await self.writer.update(scene.id, state="submitted", job_id=job_id)
         except LockfileError as err:
@@ -602,6 +604,7 @@ class _Run:
             request = await self._wire_request(scene, provider)
             self.emit(scene, "submitting", f"resending with key {entry.key}")
             job_id = await provider.submit(self.clients[scene.provider], request, entry.key)
+            await self._check_job_id(scene, provider, job_id)
             await self.writer.update(scene.id, state="submitted", job_id=job_id)
             return job_id
         request = await self._wire_request(scene, provider)
@@ -610,8 +613,23 @@ class _Run:
             if entry.state != "unknown":
                 await self.writer.update(scene.id, state="unknown")
             raise SubmitUncertain(f"{scene.id}: {step.reason}", provider=provider.name)
+        await self._check_job_id(scene, provider, found)
         await self.writer.update(scene.id, state="submitted", job_id=found)
         return found
+
+    async def _check_job_id(self, scene: Scene, provider: Provider, job_id: object) -> None:
+        """Park a scene whose provider answered with an odd job id (a slash, a CR LF, an ESC):
+        a job may exist, but nothing is ever sent to a path built from that id."""
+        if isinstance(job_id, str) and JOB_ID.fullmatch(job_id):
+            return
+        why = odd_job_id(job_id)
+        await self.writer.update(scene.id, state="unknown", error=f"{provider.title}: {why}")
+        raise JobIdRefused(
+            f"{scene.id}: {provider.title} answered the submission with {why}; nothing is sent "
+            f"to it. Look for the job at the provider and rerun with --adopt {scene.id}=JOB if "
+            f"it is there, or with --resubmit {scene.id} to submit anew if not",
+            provider=provider.name,
+        )
 
     async def _finish(
         self, step: Step, provider: Provider, job_id: str, outcome: str, held: _Slots

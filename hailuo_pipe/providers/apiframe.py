@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import TransientError
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, State, WireRequest
-from .http import HostedProvider, Reply
+from .http import HostedProvider, Reply, segment
 from .wavespeed import is_refusal
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class ApiframeProvider(HostedProvider):
         reply = await self.call(
             client,
             "GET",
-            JOB_PATH.format(id=job_id),
+            JOB_PATH.format(id=segment(job_id)),
             idempotent=True,
             check=_check,
             job_id=job_id,

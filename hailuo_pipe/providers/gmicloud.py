@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import TransientError
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, State, WireRequest
-from .http import HostedProvider, Reply
+from .http import HostedProvider, Reply, segment
 from .wavespeed import is_refusal
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class GMICloudProvider(HostedProvider):
         reply = await self.call(
             client,
             "GET",
-            f"{REQUESTS_PATH}/{job_id}",
+            f"{REQUESTS_PATH}/{segment(job_id)}",
             idempotent=True,
             check=_check,
             job_id=job_id,

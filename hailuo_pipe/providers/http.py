@@ -17,15 +17,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from ..errors import (
     AuthenticationError,
+    JobIdRefused,
     ProviderError,
     RateLimited,
     RequestRejected,
     SubmitUncertain,
     TransientError,
 )
+from ..lockfile import JOB_ID, odd_job_id
+from ..redact import shown
 from .base import Provider
 
 # httpx is imported where a request is sent: a rerun with nothing to fetch never loads it
@@ -54,11 +58,14 @@ class Reply:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """The text with every secret masked and its length bounded."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """The text with every secret masked, control characters escaped and its length bounded."""
+    text = shown(text, secrets)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def segment(job_id: str) -> str:
+    """A job id as one URL path segment: a slash, a dot-dot or a CR LF cannot leave it."""
+    return quote(job_id, safe=":")
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -132,6 +139,13 @@ class HostedProvider(Provider):
         job_id: str | None = None,
         accept: frozenset[int] = frozenset(),
     ) -> Reply:
+        if job_id is not None and not JOB_ID.fullmatch(job_id):
+            # never an authenticated request to a path a provider's odd answer chose
+            raise JobIdRefused(
+                f"{self.title}: {odd_job_id(job_id)}; nothing was sent for it",
+                provider=self.name,
+                job_id=job_id,
+            )
         return await request(
             client,
             method,

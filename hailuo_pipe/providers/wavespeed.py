@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import RequestRejected, TransientError
 from ..storyboard import Scene
 from .base import Capabilities, JobStatus, State, WireRequest
-from .http import HostedProvider, Reply, provider_message
+from .http import HostedProvider, Reply, provider_message, segment
 
 if TYPE_CHECKING:
     import httpx
@@ -108,7 +108,7 @@ class WaveSpeedProvider(HostedProvider):
         reply = await self.call(
             client,
             "GET",
-            RESULT_PATH.format(id=job_id),
+            RESULT_PATH.format(id=segment(job_id)),
             idempotent=True,
             check=_check_envelope,
             job_id=job_id,
