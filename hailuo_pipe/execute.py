@@ -46,6 +46,7 @@ from .lockfile import JOB_ID, Entry, FileRecord, GroupWriter, Lockfile, exclusiv
 from .plan import SPENDING, Plan, Step, _step, make_plan
 from .polling import DurationEstimator, PollSchedule
 from .providers.base import JobStatus, Provider, WireRequest
+from .redact import shown
 from .storyboard import ImageInput, Scene, Storyboard
 
 if TYPE_CHECKING:
@@ -638,7 +639,8 @@ class _Run:
         status = await self._poll(scene, provider, job_id)
         held.release()  # the job no longer runs at the provider: let the next one start
         if status.state != "succeeded":
-            error = status.error or f"the job ended {status.state}"
+            # the provider's own words: stored and shown with no key and no terminal control
+            error = shown(status.error or f"the job ended {status.state}", provider.secrets())
             await self.writer.update(scene.id, state="failed", error=error, finished_at=now())
             kind = ContentRefused if status.refused else JobFailed
             raise kind(
@@ -656,7 +658,9 @@ class _Run:
         async with self.transfers:
             self.emit(scene, "downloading")
             dest = self._clip_path(scene)
-            got = await download(self.clients[""], status.output_url, dest, job_id=job_id)
+            got = await download(
+                self.clients[""], status.output_url, dest, job_id=job_id, check=_clip_check(scene)
+            )
             entry = await self._record_done(
                 scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
             )
@@ -774,6 +778,17 @@ class _Run:
         from .cut import assemble
 
         return assemble(self.board, self.lock)
+
+
+def _clip_check(scene: Scene) -> Callable[[Path], object]:
+    """What a download must be to be recorded: the clip this scene's request could give."""
+
+    def check(path: Path) -> object:
+        from .media import check_clip  # PyAV loads only when a clip is fetched
+
+        return check_clip(path, scene.resolution, scene.duration)
+
+    return check
 
 
 def _first(*values: float | None) -> float | None:

@@ -179,3 +179,160 @@ def test_printable_escapes_terminal_controls() -> None:
     assert printable("a\x1b]0;t\x07b\x1b[2J\r\n\u202e") == escaped
     assert printable("one\ntwo", newlines=True) == "one\ntwo"
     assert printable("plain café") == "plain café"
+
+
+# -- answer sizes, depth and pace ---------------------------------------------------------------
+
+
+def _fetched_again_for_free(spec: Path, emulator: Emulator) -> None:
+    """The job id was kept: a rerun fetches the clip without a new paid job."""
+    entry = Lockfile.load(spec.with_suffix(".lock"), "one").scenes["s"]
+    assert entry.state == "submitted" and entry.job_id
+    emulator.configure(
+        answer_padding=0, deep_json=0, trickle_downloads=None, gzip_downloads=False,
+        clip_path=None,
+    )
+    done = cli(spec, provider_env(emulator))
+    assert done.returncode == 0, done.stderr
+    assert emulator.jobs()["total"] == 1
+
+
+def test_a_huge_poll_answer_is_refused_within_bounded_memory(
+    write_spec, emulator: Emulator
+) -> None:
+    spec = write_spec(ONE)
+    emulator.configure(answer_padding=64 * 1024**2)
+    code = (
+        "import resource, runpy, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1024 * 1024**2, 1024 * 1024**2))\n"
+        "sys.argv = ['hailuo-pipe', 'render', sys.argv[1]]\n"
+        "runpy.run_module('hailuo_pipe', run_name='__main__')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(spec)],
+        env={**os.environ, **provider_env(emulator)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "larger than 4,194,304 bytes" in done.stderr and "Traceback" not in done.stderr
+    _fetched_again_for_free(spec, emulator)
+
+
+def test_json_nested_too_deep_is_a_provider_error(write_spec, emulator: Emulator) -> None:
+    spec = write_spec(ONE)
+    emulator.configure(deep_json=100_000)
+    done = cli(spec, provider_env(emulator))
+    assert done.returncode == 1, done.stderr
+    assert "nested too deep" in done.stderr and "Traceback" not in done.stderr
+    _fetched_again_for_free(spec, emulator)
+
+
+def _finished_job_url(emulator: Emulator, write_spec) -> tuple[Path, str]:
+    spec = write_spec(ONE)
+    render(load_storyboard(spec), opts(emulator))
+    job = next(j["id"] for j in emulator.job_list())
+    return spec, f"{emulator.url}/_files/{job}.mp4"
+
+
+def test_a_trickling_download_meets_its_deadline_and_minimum_rate(
+    tmp_path: Path, write_spec, emulator: Emulator
+) -> None:
+    import asyncio
+    import time
+
+    import httpx
+
+    from hailuo_pipe.download import download
+    from hailuo_pipe.errors import DownloadError
+
+    _, url = _finished_job_url(emulator, write_spec)
+    emulator.configure(trickle_downloads={"bytes": 1, "every": 0.2})
+
+    async def fetch(**kw: float) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await download(client, url, tmp_path / "c.mp4", job_id="J1", **kw)
+
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"J1.*came too slowly"):
+        asyncio.run(fetch(grace=1.0, min_rate=1000))
+    assert time.monotonic() - started < 10
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"J1.*still downloading after 2 s"):
+        asyncio.run(fetch(deadline=2.0, min_rate=0))
+    assert time.monotonic() - started < 10
+    assert not (tmp_path / "c.mp4").exists()
+    assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_gzip_encoded_clip_is_saved_decoded(write_spec, emulator: Emulator) -> None:
+    spec = write_spec(ONE)
+    emulator.configure(gzip_downloads=True)
+    done = cli(spec, provider_env(emulator))
+    assert done.returncode == 0, done.stderr
+    entry = Lockfile.load(spec.with_suffix(".lock"), "one").scenes["s"]
+    assert entry.state == "done" and entry.output is not None
+    clip = spec.parent / entry.output.path
+    assert clip.read_bytes()[4:8] == b"ftyp"  # an MP4, not gzip's 1f 8b
+
+
+# -- what is accepted as the clip ---------------------------------------------------------------
+
+
+def _big_png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (4000, 4000), (10, 20, 30)).save(path, format="PNG")
+    return path
+
+
+def _big_h264(path: Path) -> Path:
+    from hailuo_pipe.media import synthetic_clip
+
+    synthetic_clip(path, width=2048, height=2048, seconds=0.2, seed=1)
+    return path
+
+
+def _long_h264(path: Path) -> Path:
+    from hailuo_pipe.media import synthetic_clip
+
+    synthetic_clip(path, width=64, height=64, seconds=16.0, seed=1)
+    return path
+
+
+def _raw_video(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w", format="avi") as out:
+        stream = out.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        frame = av.VideoFrame(320, 240, "yuv420p")
+        for _ in range(3):
+            for packet in stream.encode(frame):
+                out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "why"),
+    [
+        (_big_png, "png data"),
+        (_big_h264, "2048x2048, far larger than 768p"),
+        (_long_h264, "far longer than the 6 s"),
+        (_raw_video, "rawvideo data"),
+        (lambda p: (p.write_bytes(b"<html>not a clip</html>" * 100), p)[1], "cannot be read"),
+    ],
+)
+def test_a_download_that_is_not_the_clip_asked_for_is_refused(
+    tmp_path: Path, write_spec, emulator: Emulator, make, why: str
+) -> None:
+    bad = make(tmp_path / "bad.bin")
+    spec = write_spec(ONE)
+    emulator.configure(clip_path=str(bad))
+    done = cli(spec, provider_env(emulator))
+    assert done.returncode == 1, done.stderr
+    assert why in done.stderr and "was refused" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not list(spec.parent.rglob("*.mp4"))
+    _fetched_again_for_free(spec, emulator)
