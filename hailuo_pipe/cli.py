@@ -173,7 +173,7 @@ def _print_plan(plan: Plan, board: Storyboard) -> None:
         price = f"${s.price:.2f}" if s.price else "    -"
         click.echo(
             f"  {SYMBOLS[s.action]} {sc.id:<{width}}  {s.action:<8} {sc.provider:<9} "
-            f"{sc.resolution:>5} {sc.duration:>2}s  {price:>6}  {s.reason}"
+            f"{sc.resolution:>5} {sc.duration:>2}s  {price:>6}  {_scrub(s.reason)}"
         )
     parts = [
         f"{plan.count(a)} to {a}"
@@ -497,7 +497,7 @@ def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json:
     else:
         for s in the_plan.steps:
             if s.action != "reuse":
-                click.echo(f"{s.scene.id}: {s.action} ({s.reason})")
+                click.echo(f"{s.scene.id}: {s.action} ({_scrub(s.reason)})")
         click.echo(
             f"{spec}: "
             + (
@@ -608,7 +608,8 @@ def _lease_line(held: LeaseHeld) -> str:
     info = _lease_json(held)
     job = f", job {held.job_id}" if held.job_id else ""
     state = "expired" if info["expired"] else f"until {info['expires']}"
-    return f"  lease {_short(held.fingerprint)}  {held.holder} since {info['since']}{job} ({state})"
+    line = f"  lease {_short(held.fingerprint)}  {held.holder} since {info['since']}{job} ({state})"
+    return _scrub(line)  # holder and job id come from a shared cache others write
 
 
 def _echo_json(data: Mapping[str, Any]) -> None:

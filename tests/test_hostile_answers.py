@@ -336,3 +336,27 @@ def test_a_download_that_is_not_the_clip_asked_for_is_refused(
     assert "Traceback" not in done.stderr
     assert not list(spec.parent.rglob("*.mp4"))
     _fetched_again_for_free(spec, emulator)
+
+
+def test_a_provider_message_cannot_drive_the_terminal() -> None:
+    """A provider's words reach errors, the lockfile and the CLI with controls escaped."""
+    import asyncio
+
+    import httpx
+
+    from hailuo_pipe.errors import RequestRejected
+    from hailuo_pipe.providers.http import request
+
+    hostile = "bad\x1b]0;pwned\x07\x1b[2J\r\nfake line \u202e"
+
+    async def go() -> None:
+        body = {"message": hostile}
+        transport = httpx.MockTransport(lambda r: httpx.Response(400, json=body))
+        async with httpx.AsyncClient(transport=transport) as client:
+            await request(client, "GET", "http://x/", idempotent=True, provider="p")
+
+    with pytest.raises(RequestRejected) as caught:
+        asyncio.run(go())
+    text = str(caught.value)
+    assert "\\x1b]0;pwned\\x07" in text
+    assert not any(ch in text for ch in "\x1b\x07\r\n\u202e")
