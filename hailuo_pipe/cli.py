@@ -20,6 +20,7 @@ from . import __version__, providers
 from .errors import HailuoPipeError, SettingError, SpecError, UnknownName
 from .lockfile import Lockfile
 from .plan import Plan, make_plan
+from .redact import shown
 from .schemas import load_schema
 from .storyboard import Storyboard
 from .validate import check, did_you_mean, load_storyboard
@@ -71,15 +72,16 @@ def json_option(f: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(f)
 
 
-_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-
-
 def _scrub(text: str) -> str:
-    """Remove any API key or cache credential from text that is about to be shown."""
-    for name, value in os.environ.items():
-        if (name.endswith("_API_KEY") or name in _SECRETS) and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+    """Text about to be shown: any API key or cache credential masked, control characters of
+    outside text (job ids, provider messages) escaped."""
+    return shown(text, newlines=True)
+
+
+def echo_shown(text: str) -> None:
+    """Echo JSON built from outside text: json.dumps escapes control characters, this masks
+    any secret in whatever form it took."""
+    click.echo(shown(text, newlines=True))
 
 
 def reports_errors(f: F) -> F:
@@ -188,7 +190,7 @@ def _print_plan(plan: Plan, board: Storyboard) -> None:
         price = f"${s.price:.2f}" if s.price else "    -"
         click.echo(
             f"  {SYMBOLS[s.action]} {sc.id:<{width}}  {s.action:<8} {sc.provider:<9} "
-            f"{sc.resolution:>5} {sc.duration:>2}s  {price:>6}  {s.reason}"
+            f"{sc.resolution:>5} {sc.duration:>2}s  {price:>6}  {_scrub(s.reason)}"
         )
     parts = [
         f"{plan.count(a)} to {a}"
@@ -527,7 +529,7 @@ def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> 
     from .execute import summary_line
 
     if as_json:
-        click.echo(
+        echo_shown(
             json.dumps(
                 {
                     "ok": not result.failed and not result.interrupted,
@@ -591,7 +593,7 @@ def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json:
     else:
         for s in the_plan.steps:
             if s.action != "reuse":
-                click.echo(f"{s.scene.id}: {s.action} ({s.reason})")
+                click.echo(f"{s.scene.id}: {s.action} ({_scrub(s.reason)})")
         click.echo(
             f"{spec}: "
             + (
@@ -702,7 +704,8 @@ def _lease_line(held: LeaseHeld) -> str:
     info = _lease_json(held)
     job = f", job {held.job_id}" if held.job_id else ""
     state = "expired" if info["expired"] else f"until {info['expires']}"
-    return f"  lease {_short(held.fingerprint)}  {held.holder} since {info['since']}{job} ({state})"
+    line = f"  lease {_short(held.fingerprint)}  {held.holder} since {info['since']}{job} ({state})"
+    return _scrub(line)  # holder and job id come from a shared cache others write
 
 
 def _echo_json(data: Mapping[str, Any]) -> None:

@@ -118,6 +118,11 @@ class SubmitUncertain(ProviderError):
     """A submit was sent but its answer was lost: a paid job may exist. Never resent blindly."""
 
 
+class JobIdRefused(ProviderError):
+    """A provider answered with a job id that is not one (a slash, a control character...):
+    nothing is sent to a path built from it; the scene waits on --adopt."""
+
+
 class JobFailed(ProviderError):
     """The provider ran the job and it failed."""
 

@@ -31,6 +31,7 @@ from .errors import (
     ContentRefused,
     HailuoPipeError,
     JobFailed,
+    JobIdRefused,
     LockfileError,
     MediaError,
     OutputExpired,
@@ -44,7 +45,7 @@ from .fingerprint import SCHEME
 from .graph import Graph
 from .images import check as check_image
 from .images import sha256_file
-from .lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive, now
+from .lockfile import JOB_ID, Entry, FileRecord, GroupWriter, Lockfile, exclusive, now, odd_job_id
 from .paths import escape
 from .plan import (
     SPENDING,
@@ -59,6 +60,7 @@ from .plan import (
 )
 from .polling import DurationEstimator, PollSchedule
 from .providers.base import REQUEST_TIMEOUT, JobStatus, Provider, WireRequest
+from .redact import shown
 from .storyboard import ImageInput, Scene, Storyboard
 
 if TYPE_CHECKING:
@@ -734,6 +736,7 @@ class _Run:
             # the provider refused the request: no job exists, so a later run may retry it
             await self.writer.update(scene.id, state="failed", error=str(err), finished_at=now())
             raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None
+        await self._check_job_id(scene, provider, job_id)
         try:
             await self.writer.update(scene.id, state="submitted", job_id=job_id)
         except LockfileError as err:
@@ -759,6 +762,7 @@ class _Run:
             request = await self._wire_request(scene, provider)
             self.emit(scene, "submitting", f"resending with key {entry.key}")
             job_id = await provider.submit(self.clients[scene.provider], request, entry.key)
+            await self._check_job_id(scene, provider, job_id)
             await self.writer.update(scene.id, state="submitted", job_id=job_id)
             return job_id
         request = await self._wire_request(scene, provider)
@@ -767,8 +771,23 @@ class _Run:
             if entry.state != "unknown":
                 await self.writer.update(scene.id, state="unknown")
             raise SubmitUncertain(f"{scene.id}: {step.reason}", provider=provider.name)
+        await self._check_job_id(scene, provider, found)
         await self.writer.update(scene.id, state="submitted", job_id=found)
         return found
+
+    async def _check_job_id(self, scene: Scene, provider: Provider, job_id: object) -> None:
+        """Park a scene whose provider answered with an odd job id (a slash, a CR LF, an ESC):
+        a job may exist, but nothing is ever sent to a path built from that id."""
+        if isinstance(job_id, str) and JOB_ID.fullmatch(job_id):
+            return
+        why = odd_job_id(job_id)
+        await self.writer.update(scene.id, state="unknown", error=f"{provider.title}: {why}")
+        raise JobIdRefused(
+            f"{scene.id}: {provider.title} answered the submission with {why}; nothing is sent "
+            f"to it. Look for the job at the provider and rerun with --adopt {scene.id}=JOB if "
+            f"it is there, or with --resubmit {scene.id} to submit anew if not",
+            provider=provider.name,
+        )
 
     async def _finish(
         self, step: Step, provider: Provider, job_id: str, outcome: str, held: _Slots
@@ -777,7 +796,8 @@ class _Run:
         status = await self._poll(scene, provider, job_id)
         held.release()  # the job no longer runs at the provider: let the next one start
         if status.state != "succeeded":
-            error = status.error or f"the job ended {status.state}"
+            # the provider's own words: stored and shown with no key and no terminal control
+            error = shown(status.error or f"the job ended {status.state}", provider.secrets())
             await self.writer.update(scene.id, state="failed", error=error, finished_at=now())
             kind = ContentRefused if status.refused else JobFailed
             raise kind(
@@ -795,7 +815,9 @@ class _Run:
         async with self.transfers:
             self.emit(scene, "downloading")
             dest = self._clip_path(scene)
-            got = await download(self.clients[""], status.output_url, dest, job_id=job_id)
+            got = await download(
+                self.clients[""], status.output_url, dest, job_id=job_id, check=_clip_check(scene)
+            )
             entry = await self._record_done(
                 scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
             )
@@ -919,6 +941,17 @@ class _Run:
         from .cut import assemble
 
         return assemble(self.board, self.lock)
+
+
+def _clip_check(scene: Scene) -> Callable[[Path], object]:
+    """What a download must be to be recorded: the clip this scene's request could give."""
+
+    def check(path: Path) -> object:
+        from .media import check_clip  # PyAV loads only when a clip is fetched
+
+        return check_clip(path, scene.resolution, scene.duration)
+
+    return check
 
 
 def _first(*values: float | None) -> float | None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from .errors import AdoptRefused, LockfileError, LockHeldError
 from .paths import PathRefused, escape, read_regular
+from .redact import printable
 
 FORMAT_VERSION = 1
 # submitting: key recorded, request about to be sent (its fate is unknown after a crash)
@@ -39,6 +40,11 @@ PARKED: tuple[str, ...] = ("submitting", "unknown")
 # far above what 10,000 scenes record, far below what a mistaken /dev/zero would fill memory with
 MAX_LOCKFILE_BYTES = 256 * 1024 * 1024
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+
+
+def odd_job_id(job_id: object) -> str:
+    """Why a job id from outside is refused, with the id escaped for a terminal."""
+    return f"the job id {printable(repr(job_id))} is not a job id (letters, digits and . _ : -)"
 
 
 def iso(epoch: float) -> str:
@@ -128,6 +134,12 @@ class Entry:
             raise LockfileError(f"{where} is {entry.state} but has no job id")
         if entry.state == "done" and entry.output is None:
             raise LockfileError(f"{where} is done but records no output file")
+        if entry.state == "submitted" and not (
+            isinstance(entry.job_id, str) and JOB_ID.fullmatch(entry.job_id)
+        ):
+            # recorded by an earlier version from a provider's odd answer: never polled at a
+            # path built from it, but waiting on --adopt like any job whose fate is unknown
+            entry = replace(entry, state="unknown", error=odd_job_id(entry.job_id))
         return entry
 
 

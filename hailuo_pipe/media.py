@@ -116,6 +116,54 @@ def _duration(packets: Sequence[av.Packet], stream: av.video.VideoStream, fps: F
     return float((end - start) * stream.time_base)
 
 
+# What a provider's clip may be: the codecs Hailuo 02's APIs deliver (and close kin)
+CLIP_CODECS = frozenset({"h264", "hevc", "vp9", "av1"})
+MAX_FPS = 120
+
+
+def check_clip(path: Path, resolution: str, seconds: float) -> ClipInfo:
+    """Refuse a downloaded file that is not the clip a `resolution` (e.g. "768p") and
+    `seconds` request could give: no video stream, an odd codec (a PNG, raw frames), a frame
+    far larger than asked for, or far longer than paid for. Read from the headers and one
+    packet at a time: a hostile file is refused before any frame of it is decoded."""
+    rows = int(resolution.rstrip("p")) if resolution.rstrip("p").isdigit() else 1080
+    # the short side is about `rows`, the long one up to ~2.4x it (21:9); generous margins
+    short_max, long_max = rows * 1.25, rows * 3.0
+    seconds_max = seconds * 1.5 + 1.0
+    with _open_video(path) as (container, stream):
+        ctx = stream.codec_context
+        if ctx.name not in CLIP_CODECS:
+            raise MediaError(f"it is {ctx.name} data, not a video codec a provider delivers")
+        width, height = ctx.width, ctx.height
+        if not width or not height:
+            raise MediaError("its video stream has no frame size")
+        if min(width, height) > short_max or max(width, height) > long_max:
+            raise MediaError(f"its frames are {width}x{height}, far larger than {resolution}")
+        count, first, last = 0, None, None
+        for packet in container.demux(stream):
+            if not packet.size:
+                continue
+            count += 1
+            if packet.pts is not None:
+                first = packet.pts if first is None else min(first, packet.pts)
+                last = packet.pts if last is None else max(last, packet.pts)
+            if count > seconds_max * MAX_FPS:
+                raise MediaError(f"it has more than {count - 1:,} frames")
+        if not count:
+            raise MediaError("its video stream has no frames")
+        fps = Fraction(stream.average_rate or stream.guessed_rate or FPS)
+        span = 0.0
+        if first is not None and last is not None and stream.time_base:
+            span = float((last - first) * stream.time_base)
+        duration = max(span, float(count / fps) if fps else 0.0)
+        if duration > seconds_max:
+            raise MediaError(
+                f"it lasts {duration:.1f} s, far longer than the {seconds:g} s paid for"
+            )
+        pix_fmt = ctx.format.name if ctx.format else ""
+        return ClipInfo(ctx.name, width, height, fps, count, duration, pix_fmt)
+
+
 def extract_frame(video: Path, which: Literal["first", "last"], dest: Path) -> None:
     """Write the first or last frame of `video` as an RGB PNG, exactly as a full decode has it."""
     extract_frames(video, {which: dest})

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from .execute import Event
+from .redact import shown
 
 ACTIVE = {"submitting", "queued", "running", "downloading"}
 
@@ -22,7 +23,7 @@ class LogLines:
         if event.state == "tick":
             return
         stamp = time.strftime("%H:%M:%S")
-        detail = f"  {event.detail}" if event.detail else ""
+        detail = f"  {shown(event.detail)}" if event.detail else ""
         elapsed = f" ({event.elapsed:.0f}s)" if event.elapsed else ""
         self.out.write(
             f"{stamp} {event.scene:<20} {event.state:<12} {event.provider}{elapsed}{detail}\n"
@@ -45,7 +46,7 @@ class LiveLines:
             self.running[event.scene] = (event.state, event.provider, started)
         elif event.state != "tick":
             self.running.pop(event.scene, None)
-            detail = f"  {event.detail}" if event.detail else ""
+            detail = f"  {shown(event.detail)}" if event.detail else ""
             self.out.write(f"  {event.scene:<20} {event.state:<12} {event.provider}{detail}\n")
         self._draw()
 

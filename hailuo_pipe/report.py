@@ -9,7 +9,6 @@ the page, made again only when missing or older than the frame they show.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -23,16 +22,12 @@ from . import media
 from .errors import HailuoPipeError
 from .lockfile import Entry, Lockfile, atomic_write, now
 from .plan import Plan, Step
+from .redact import redact
 from .storyboard import ImageInput, Scene, Storyboard
 
 REPORT_NAME = "report.html"
 THUMBS = "thumbs"
 THUMB_WIDTH = 320
-
-# Environment variables whose values must never reach the page, even if some provider's error
-# message (recorded in the lockfile) echoed one back.
-_SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)$", re.IGNORECASE)
-
 
 @dataclass(frozen=True)
 class Link:
@@ -325,7 +320,4 @@ def _template(private: Callable[[str], str]) -> jinja2.Template:
 
 def _scrub(page: str, environ: Mapping[str, str] | None = None) -> str:
     """Blank out the value of any secret-looking environment variable that reached the page."""
-    for name, value in (os.environ if environ is None else environ).items():
-        if _SECRET_NAME.search(name) and len(value) >= 4:
-            page = page.replace(value, "***")
-    return page
+    return redact(page, environ=environ)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import socket
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 from .apis import Req, Resp, route
 from .clip import clip_bytes, warm
@@ -109,7 +111,19 @@ class Handler(BaseHTTPRequestHandler):
         if not api.authorised(req, state.config["key"]):
             self._send(api.unauthorised())
             return
+        if form := state.config["echo_auth"]:
+            value = req.headers.get("authorization") or req.headers.get("x-api-key", "")
+            self._send(Resp(401, {"message": f"bad credentials: {_encode(value, form)}"}))
+            return
         resp = api.handle(req, kind, state)
+        if kind == "submit" and state.config["job_id"] is not None and 200 <= resp.status < 300:
+            resp = Resp(resp.status, _swap_id(resp.body, state), resp.headers)
+        if kind == "poll" and (depth := int(state.config["deep_json"] or 0)):
+            self._send_raw(200, b"[" * depth + b"]" * depth, "application/json")
+            return
+        if kind == "poll" and (pad := int(state.config["answer_padding"] or 0)):
+            self._send_padded(resp, pad)
+            return
         if drop:  # the job exists now; its creator never learns
             self._drop()
             return
@@ -149,7 +163,47 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self._drop()
             return
+        if state.config["gzip_downloads"]:
+            packed = gzip.compress(data)
+            self._send_raw(200, packed, "video/mp4", {"Content-Encoding": "gzip"})
+            return
+        if trickle := state.config["trickle_downloads"]:
+            self._trickle(data, int(trickle.get("bytes", 1)), float(trickle.get("every", 1.0)))
+            return
         self._send_raw(200, data, "video/mp4")
+
+    def _trickle(self, data: bytes, size: int, every: float) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            for start in range(0, len(data), size):
+                self.wfile.write(data[start : start + size])
+                self.wfile.flush()
+                time.sleep(every)
+        except OSError:  # the client gave up on it: the point of the switch
+            self.close_connection = True
+
+    def _send_padded(self, resp: Resp, pad: int) -> None:
+        """A poll answer with `pad` bytes of filler, sent in pieces (never held whole)."""
+        head = json.dumps(resp.body)
+        if not head.startswith("{"):
+            head = json.dumps({"answer": resp.body})
+        opening = b'{"padding": "'
+        closing = b'", ' + head[1:].encode()
+        self.send_response(resp.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(opening) + pad + len(closing)))
+        self.end_headers()
+        try:
+            self.wfile.write(opening)
+            piece = b"x" * (1 << 20)
+            for start in range(0, pad, len(piece)):
+                self.wfile.write(piece[: min(len(piece), pad - start)])
+            self.wfile.write(closing)
+        except OSError:
+            self.close_connection = True
 
     def _control(self, method: str, path: str, raw: bytes) -> None:
         state = self.server.state
@@ -235,6 +289,38 @@ def _parse(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return _Unparsable()
+
+
+def _swap_id(body: Any, state: State) -> Any:
+    """The submit answer with the job's id replaced by the configured hostile one; the job is
+    also filed under it, as a provider would know it."""
+    hostile = str(state.config["job_id"])
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        if isinstance(value, str) and value in state.jobs:
+            with state.lock:
+                state.jobs[hostile] = state.jobs[value]
+            return hostile
+        return value
+
+    return swap(body)
+
+
+def _encode(value: str, form: str) -> str:
+    raw = value.encode()
+    if form == "base64":
+        return base64.b64encode(raw).decode()
+    if form == "hex":
+        return raw.hex()
+    if form == "url":
+        return quote(value, safe="")
+    if form == "json":
+        return json.dumps(value)
+    return value
 
 
 def _jsonable(config: dict[str, Any]) -> dict[str, Any]:

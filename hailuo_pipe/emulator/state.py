@@ -96,6 +96,13 @@ DEFAULTS: dict[str, Any] = {
     "clip_path": None,
     "seed": 0,
     "key": DEFAULT_KEY,
+    # hostile answers (a broken or malicious provider)
+    "job_id": None,  # the id every submit answer gives instead of the job's own
+    "echo_auth": None,  # raw|base64|hex|url|json: every API answer is a 401 echoing that form
+    "answer_padding": 0,  # bytes of filler added to every poll answer
+    "deep_json": 0,  # every poll answer is a JSON array nested this deep
+    "trickle_downloads": None,  # {"bytes": N, "every": S}: a clip sent N bytes each S seconds
+    "gzip_downloads": False,  # clips sent gzip-compressed with Content-Encoding: gzip
     **dict.fromkeys(FAULT_SWITCHES),
 }
 

@@ -26,7 +26,7 @@ from .base import (
     wire_int,
     wire_str,
 )
-from .http import HostedProvider, Reply
+from .http import HostedProvider, Reply, segment
 from .wavespeed import is_refusal
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class ApiframeProvider(HostedProvider):
         reply = await self.call(
             client,
             "GET",
-            JOB_PATH.format(id=job_id),
+            JOB_PATH.format(id=segment(job_id)),
             idempotent=True,
             check=_check,
             job_id=job_id,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ConfigError, SubmitUncertain
+from ..redact import key_problem
 from ..storyboard import Scene
 
 if TYPE_CHECKING:
@@ -178,6 +179,13 @@ class Provider(ABC):
         if not key:
             raise ConfigError(
                 f"{cls.title} needs an API key: set {cls.key_variable()} in the environment"
+            )
+        # refused here, before anything is sent: such a key cannot go in a header, and the
+        # message names the variable, never the key
+        if problem := key_problem(key):
+            raise ConfigError(
+                f"{cls.key_variable()} {problem}; an API key is letters, digits and "
+                "punctuation only: set it again, copying the key alone"
             )
         return cls(base_url=env.get(cls.url_variable()) or None, api_key=key)
 

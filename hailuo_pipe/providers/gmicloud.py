@@ -27,7 +27,7 @@ from .base import (
     wire_int,
     wire_str,
 )
-from .http import HostedProvider, Reply
+from .http import HostedProvider, Reply, segment
 from .wavespeed import is_refusal
 
 if TYPE_CHECKING:
@@ -139,7 +139,7 @@ class GMICloudProvider(HostedProvider):
         reply = await self.call(
             client,
             "GET",
-            f"{REQUESTS_PATH}/{job_id}",
+            f"{REQUESTS_PATH}/{segment(job_id)}",
             idempotent=True,
             check=_check,
             job_id=job_id,

@@ -17,15 +17,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import quote
 
 from ..errors import (
     AuthenticationError,
+    JobIdRefused,
     ProviderError,
     RateLimited,
     RequestRejected,
     SubmitUncertain,
     TransientError,
 )
+from ..lockfile import JOB_ID, odd_job_id
+from ..redact import shown
 from .base import Provider
 
 # httpx is imported where a request is sent: a rerun with nothing to fetch never loads it
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     import httpx
 
 MAX_MESSAGE = 500
+MAX_ANSWER = 4 * 1024**2  # bytes of one API answer, decoded; real ones are a few KiB
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,14 @@ class Reply:
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
-    """The text with every secret masked and its length bounded."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
+    """The text with every secret masked, control characters escaped and its length bounded."""
+    text = shown(text, secrets)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+def segment(job_id: str) -> str:
+    """A job id as one URL path segment: a slash, a dot-dot or a CR LF cannot leave it."""
+    return quote(job_id, safe=":")
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -132,6 +140,13 @@ class HostedProvider(Provider):
         job_id: str | None = None,
         accept: frozenset[int] = frozenset(),
     ) -> Reply:
+        if job_id is not None and not JOB_ID.fullmatch(job_id):
+            # never an authenticated request to a path a provider's odd answer chose
+            raise JobIdRefused(
+                f"{self.title}: {odd_job_id(job_id)}; nothing was sent for it",
+                provider=self.name,
+                job_id=job_id,
+            )
         return await request(
             client,
             method,
@@ -269,29 +284,58 @@ async def _once(
     # raised before a single byte of the request left this machine: always safe to resend
     never_sent = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
     try:
-        response = await client.request(
+        sent = client.build_request(
             method,
             url,
             json=body,
             params=dict(params) if params else None,
             headers=dict(headers) if headers else None,
         )
+        response = await client.send(sent, stream=True)
     except never_sent as err:
         raise _Unsent(ctx.text(f"could not connect ({type(err).__name__})")) from None
     except httpx.TimeoutException as err:
         raise _Unknown(ctx.text(f"no answer in time ({type(err).__name__})")) from None
     except httpx.TransportError as err:
         raise _Unknown(ctx.text(f"connection lost ({type(err).__name__})")) from None
-    return _reply(response, ctx, accept)
+    try:
+        data = await _read_capped(response, ctx)
+    except httpx.TimeoutException as err:
+        raise _Unknown(ctx.text(f"no answer in time ({type(err).__name__})")) from None
+    except (httpx.TransportError, httpx.DecodingError) as err:
+        raise _Unknown(ctx.text(f"connection lost ({type(err).__name__})")) from None
+    finally:
+        await response.aclose()
+    return _reply(response, data, ctx, accept)
 
 
-def _reply(response: httpx.Response, ctx: _Context, accept: frozenset[int]) -> Reply:
+async def _read_capped(response: httpx.Response, ctx: _Context) -> bytes:
+    """The answer's (decoded) bytes, refused past MAX_ANSWER: no API answer is near it, and a
+    hostile one must not fill memory."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_ANSWER:
+        raise _Unknown(ctx.text(f"an answer larger than {MAX_ANSWER:,} bytes; refusing it"))
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_ANSWER:
+            raise _Unknown(ctx.text(f"an answer larger than {MAX_ANSWER:,} bytes; refusing it"))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reply(
+    response: httpx.Response, data: bytes, ctx: _Context, accept: frozenset[int]
+) -> Reply:
     status = response.status_code
     try:
-        body: Any = response.json() if response.content else None
+        body: Any = json.loads(data) if data else None
         parsed = True
     except (json.JSONDecodeError, UnicodeDecodeError):
-        body, parsed = response.text, False
+        body, parsed = data.decode(response.encoding or "utf-8", "replace"), False
+    except RecursionError:
+        # JSON nested past Python's recursion limit: no API answers like that
+        raise _Unknown(ctx.text(f"an answer nested too deep to read (HTTP {status})")) from None
     if 200 <= status < 300 or (status in accept and parsed and body is not None):
         if not parsed:
             raise _Unknown(ctx.text(f"malformed JSON in a {status} answer"))

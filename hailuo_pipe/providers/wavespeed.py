@@ -25,7 +25,7 @@ from .base import (
     submitted_job_id,
     wire_int,
 )
-from .http import HostedProvider, Reply, provider_message
+from .http import HostedProvider, Reply, provider_message, segment
 
 if TYPE_CHECKING:
     import httpx
@@ -128,7 +128,7 @@ class WaveSpeedProvider(HostedProvider):
         reply = await self.call(
             client,
             "GET",
-            RESULT_PATH.format(id=job_id),
+            RESULT_PATH.format(id=segment(job_id)),
             idempotent=True,
             check=_check_envelope,
             job_id=job_id,
