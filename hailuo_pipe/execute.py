@@ -54,6 +54,7 @@ from .plan import (
     Step,
     decide,
     frame_sources,
+    legacy_of,
     look_for_job,
     make_plan,
     pixels_of,
@@ -461,6 +462,8 @@ class _Run:
             raise NotStarted
         if self.shared and step.fingerprint and step.action in SPENDING | {"fetch"}:
             hit = step.cached or await self.shared.lookup(step.fingerprint)
+            if hit is None and (old := legacy_of(scene, self.frames)) is not None:
+                hit = await self.shared.lookup(old)  # pushed by a version before scheme 2
             if hit is not None and not providers.get(scene.provider).local:
                 async with self.slots:
                     return await self._from_cache(step, hit)
@@ -500,7 +503,8 @@ class _Run:
         clip.parent.mkdir(parents=True, exist_ok=True)
         dests = {"clip": clip, **{w: self._frame_path(scene, w) for w in ("first", "last")}}
         dests = {name: path for name, path in dests.items() if name in hit.files}
-        await self.shared.pull(step.fingerprint, dests)  # type: ignore[union-attr]
+        # by the hit's own name: an entry pushed by an older version is named by its old scheme
+        await self.shared.pull(hit.fingerprint, dests)  # type: ignore[union-attr]
         entry = sharing.entry_from_cache(
             hit,
             step.fingerprint,
@@ -509,11 +513,17 @@ class _Run:
             {n: self._rel(p) for n, p in dests.items()},
             now(),
         )
-        # an entry pushed without its frames, or by a version that recorded no pixel digests
-        if set(entry.frames) != {"first", "last"} or not all(
-            r.pixels for r in entry.frames.values()
-        ):
-            frames = await self._frames_of(scene, clip)
+        if set(entry.frames) != {"first", "last"}:  # an entry pushed without its frames
+            entry = replace(entry, frames=await self._frames_of(scene, clip))
+        elif not all(r.pixels for r in entry.frames.values()):
+            # pushed by a version that recorded no pixel digests: read them from the frames as
+            # pulled, keeping their bytes, which older versions' cache entries are named by
+            frames = {
+                which: replace(
+                    record, pixels=pixels_of(FrameSource(record, clip), self.base, which)
+                )
+                for which, record in entry.frames.items()
+            }
             entry = replace(entry, frames=frames)
         await self.writer.put(scene.id, entry)
         self.emit(scene, "done", "from the shared cache")

@@ -206,8 +206,8 @@ def make_plan(
             entry = lock.scenes.get(scene_id)
             scene = board.scene(scene_id)
             step = decide(scene, entry, frames, base, scene_id in force, scene_id in resubmit)
-            if lookup is not None and _cacheable(step):
-                step = _from_cache(step, lookup)
+            if lookup is not None and _cacheable(step, chained=True):
+                step = _from_cache(step, lookup, legacy_of(scene, frames))
             steps.append(step)
             if step.cached is not None:
                 for which, record in step.cached.files.items():
@@ -223,7 +223,12 @@ def make_plan(
     # One at a time, each look-up costs a round trip to the cache (S3): first every fingerprint
     # the plan would ask about if nothing were found is looked up at once; a scene chained to one
     # that is found gets another fingerprint, looked up when the plan meets it.
-    asked = {s.fingerprint for s in plan_with(None) if _cacheable(s) and s.fingerprint}
+    asked: set[str] = set()
+    for s in plan_with(None):
+        if _cacheable(s) and s.fingerprint:
+            asked.add(s.fingerprint)
+            if (old := legacy_of(s.scene, {})) is not None and not s.scene.frame_refs():
+                asked.add(old)
     found = _look_up_all(cache, asked)
     return Plan(plan_with(lambda fp: found[fp] if fp in found else cache.lookup(fp)))
 
@@ -235,18 +240,23 @@ def _look_up_all(cache: Cache, fingerprints: Collection[str]) -> dict[str, Cache
         return dict(zip(fingerprints, pool.map(cache.lookup, fingerprints), strict=True))
 
 
-def _cacheable(step: Step) -> bool:
-    """A scene that would be generated (or fetched from its job): the shared cache may have it."""
+def _cacheable(step: Step, *, chained: bool = False) -> bool:
+    """A scene that would be generated (or fetched from its job): the shared cache may have it.
+    `chained`: also one whose frames' pixels are not known yet (an older version's cache entry
+    names it by its frames' PNG bytes)."""
     return (
-        step.fingerprint is not None
+        (step.fingerprint is not None or chained)
         and step.action in SPENDING | {"fetch"}
         and not providers.get(step.scene.provider).local
     )
 
 
-def _from_cache(step: Step, lookup: Lookup) -> Step:
-    assert step.fingerprint is not None
-    hit = lookup(step.fingerprint)
+def _from_cache(step: Step, lookup: Lookup, legacy: str | None = None) -> Step:
+    """The step as a fetch when the shared cache has its clip: under today's fingerprint, or
+    under the scheme-1 one an older hailuo-pipe pushed it with."""
+    hit = lookup(step.fingerprint) if step.fingerprint is not None else None
+    if hit is None and legacy is not None:
+        hit = lookup(legacy)
     if hit is None:
         return step
     who = f" by {hit.pushed_by}" if hit.pushed_by else ""
@@ -373,3 +383,9 @@ def _tokens(
         if key in frames and (value := token(frames[key], key)) is not None:
             found[key] = value
     return found
+
+
+def legacy_of(scene: Scene, frames: Frames) -> str | None:
+    """The scene's scheme-1 fingerprint (chained frames by their PNG bytes), where it can be had."""
+    tokens = image_tokens(scene, _tokens(scene, frames, lambda s, k: "sha256:" + s.record.sha256))
+    return legacy_fingerprint(scene, request_for(scene, tokens)) if tokens is not None else None

@@ -152,3 +152,37 @@ def test_a_real_change_still_renders_again(golden: Path, emulator: Emulator) -> 
     actions = {s["scene"]: s["action"] for s in plan["steps"]}
     assert actions["mm"] == "replace"
     assert {a for s, a in actions.items() if s != "mm"} == {"reuse"}
+
+
+def test_a_shared_cache_filled_by_an_older_version_is_still_a_hit(
+    golden: Path, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Entries pushed under scheme-1 fingerprints are found by their old names: a teammate's
+    clip, rendered before the upgrade, is fetched, not paid for again."""
+    cache = f"file://{tmp_path / 'shared-cache'}"
+    pushed = subprocess.run(
+        [sys.executable, "-m", "hailuo_pipe", "cache", "push", "--cache", cache, str(golden)],
+        env={**os.environ, **provider_env(emulator)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(golden, fresh / "story.yaml")
+    shutil.copytree(golden.parent / "assets", fresh / "assets")
+    env = {**os.environ, **provider_env(emulator), "HAILUO_PIPE_CACHE": cache}
+    plan = subprocess.run(
+        [sys.executable, "-m", "hailuo_pipe", "plan", "--json", str(fresh / "story.yaml")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    steps = json.loads(plan.stdout)["steps"]
+    assert {s["action"] for s in steps} == {"fetch"}, steps
+    done = subprocess.run(
+        [sys.executable, "-m", "hailuo_pipe", "render", "--json", str(fresh / "story.yaml")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["spent"] == 0
+    assert emulator.requests() == []
