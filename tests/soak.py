@@ -359,8 +359,13 @@ def run_soak(
     signals: tuple[str, ...] = ("KILL",),
     job_seconds: float = 1.0,
     max_delay: float = 1.5,
+    rehearsals: bool = False,
+    saved_plans: bool = False,
 ) -> Figures:
-    """Signal `kills` renders at seeded random moments, finish, resolve, verify."""
+    """Signal `kills` renders at seeded random moments, finish, resolve, verify. With
+    `rehearsals`, a `--provider preview` render, signalled too, follows each one (it must pay
+    nothing and touch no paid result); with `saved_plans`, each render applies a plan saved
+    just before it (`plan --out`, then `render --plan`)."""
     started = time.monotonic()
     emu.reset(job_seconds=job_seconds, seed=seed)
     spec = write_workdir(workdir, scenes)
@@ -368,9 +373,21 @@ def run_soak(
     rng = random.Random(seed)
     figures = Figures(scenes=scenes, seed=seed)
     sent: Counter[str] = Counter()
+    planfile = spec.with_name("soak.plan.json")
     for _ in range(kills):
         sig = rng.choice(signals)
-        run = run_render(spec, env, delay=rng.uniform(0.05, max_delay), sig=sig)
+        extra: tuple[str, ...] = ()
+        if saved_plans:
+            subprocess.run(
+                [sys.executable, "-m", "hailuo_pipe", "plan", "--out", str(planfile), str(spec)],
+                env=dict(env),
+                capture_output=True,
+                timeout=RUN_TIMEOUT,
+            )
+            extra = ("--plan", str(planfile))
+        run = run_render(spec, env, delay=rng.uniform(0.05, max_delay), sig=sig, extra=extra)
+        if saved_plans and "stale" in run.stderr:  # made just before: it must be applied
+            figures.problems.append(f"a fresh saved plan was refused: {run.stderr[-300:]}")
         figures.runs += 1
         sent[sig] += 1
         if run.states.get("done", 0) < scenes:
@@ -378,6 +395,14 @@ def run_soak(
         if run.states.get("submitting"):
             figures.kills_mid_submit += 1
         check_run(run, figures)
+        if rehearsals:
+            rehearsal = ("--provider", "preview")
+            check_run(
+                run_render(spec, env, delay=rng.uniform(0.05, 1.0), sig=sig, extra=rehearsal),
+                figures,
+            )
+    if rehearsals:  # finished, so it sweeps what its killed predecessors left
+        check_run(run_render(spec, env, extra=("--provider", "preview")), figures)
     figures.signals = dict(sent)
     final = run_render(spec, env)
     figures.runs += 1

@@ -438,3 +438,25 @@ def test_no_api_key_in_any_output_or_file_across_a_faulty_render(
             "hits": 0,
         },
     )
+
+
+@pytest.mark.slow
+def test_kills_across_rehearsals_and_saved_plans_still_pay_once_per_scene(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """Paid renders applying saved plans, each followed by a `--provider preview` rehearsal,
+    both killed at random moments: one paid job per scene, every paid clip intact."""
+    figures = soak.run_soak(
+        emulator,
+        tmp_path,
+        kills=4,
+        scenes=SCENES,
+        seed=11,
+        job_seconds=1.0,
+        max_delay=1.2,
+        rehearsals=True,
+        saved_plans=True,
+    )
+    figures_line("rehearsals+plans", figures.to_json())
+    assert figures.ok, figures.table()
+    assert figures.paid_jobs == SCENES
