@@ -39,6 +39,7 @@ test: lint
 soak: $(STAMP)
 	$(BIN)/python tests/soak.py --kills 50 --scenes 20 --seed 1
 	$(BIN)/python tests/soak.py --kills 20 --scenes 20 --seed 2 --signals INT,TERM
+	$(BIN)/python tests/soak.py --kills 20 --scenes 20 --seed 3 --rehearsals --saved-plans
 	$(BIN)/python tests/soak.py --faults --scenes 20 --seed 1
 	$(BIN)/python tests/fault_proxy.py --scenes 20 --seed 1 --rate 0.5
 

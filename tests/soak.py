@@ -622,6 +622,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--faults", action="store_true", help="render under each provider fault instead"
     )
+    parser.add_argument(
+        "--rehearsals", action="store_true", help="a killed preview rehearsal after each render"
+    )
+    parser.add_argument(
+        "--saved-plans", action="store_true", help="each render applies a plan saved before it"
+    )
     args = parser.parse_args(argv)
     if args.faults:
         return _main_faults(args)
@@ -636,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
             signals=signals,
             job_seconds=args.job_seconds,
             max_delay=args.max_delay,
+            rehearsals=args.rehearsals,
+            saved_plans=args.saved_plans,
         )
     print(json.dumps(figures.to_json(), indent=2) if args.json else figures.table())
     return 0 if figures.ok else 1
