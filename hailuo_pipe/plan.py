@@ -368,6 +368,13 @@ def _unchanged_since_scheme_1(scene: Scene, entry: Entry, frames: Frames) -> boo
     request = request_for(scene, tokens)
     if legacy_fingerprint(scene, request) == entry.fingerprint:
         return True
+    # The body alone is not the whole request: the endpoint is chosen from the scene too
+    # (WaveSpeed's standard or pro tier from its resolution). The recorded body, sent where
+    # today's request goes, must give the recorded fingerprint: that proves the endpoint is
+    # the same, and that the recorded body is the one that was fingerprinted.
+    as_recorded = WireRequest(request.method, request.path, entry.request)
+    if legacy_fingerprint(scene, as_recorded) != entry.fingerprint:
+        return False
     return same_meaning(scene, entry.request, request)
 
 

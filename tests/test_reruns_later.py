@@ -145,6 +145,19 @@ def test_a_scheme_1_entry_survives_an_adapter_change_at_the_same_upgrade(
     assert emulator.requests() == []
 
 
+def test_a_resolution_change_is_no_wire_detail(golden: Path, emulator: Emulator) -> None:
+    """WaveSpeed's tier is the endpoint, not a body field: a scheme-1 entry whose scene moved
+    from 768p to 1080p is rendered again, not taken for an unchanged request."""
+    text = golden.read_text()
+    marker = "    image: assets/first.png\n"
+    assert marker in text
+    golden.write_text(text.replace(marker, marker + "    resolution: 1080p\n", 1))
+    plan = json.loads(cli(golden, emulator, "plan", "--json").stdout)
+    actions = {s["scene"]: s["action"] for s in plan["steps"]}
+    assert actions["ws"] == "replace", plan
+    assert actions["af"] == "reuse" and actions["t2v"] == "reuse"
+
+
 def test_a_real_change_still_renders_again(golden: Path, emulator: Emulator) -> None:
     """The migration is no blanket pass: a scene whose prompt changed is replaced."""
     golden.write_text(golden.read_text().replace("the cranes", "the cranes at night"))
