@@ -476,8 +476,6 @@ def render(
         scenes = tuple(saved.options.only or ())
     board = _load(spec, variables, provider)
     only = _scene_ids(board, scenes, "--scene") if scenes else None
-    if saved is not None and saved.options.only is not None:
-        only = set(saved.options.only)
     live = not (quiet or as_json) and sys.stderr.isatty()
 
     def show(the_plan: Plan) -> None:

@@ -9,7 +9,6 @@ reviewed is what runs, or nothing does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from . import images
 from .errors import StalePlan
 from .plan import Plan
 
@@ -28,7 +28,7 @@ MAX_SIZE = 64 * 1024 * 1024  # a plan of 100,000 scenes is a few tens of MB
 def file_digest(path: Path) -> str | None:
     """sha256 of a file's bytes, or None when there is no such file."""
     try:
-        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        return "sha256:" + images.file_digest(path)[0]
     except FileNotFoundError:
         return None
 
