@@ -37,11 +37,11 @@ test: lint
 # then TCP faults (resets, half bodies, stalls, late answers, trickles) on half the connections;
 # figures for docs/reliability.md (CI runs tests/test_reliability.py: 8 kills, same checks)
 soak: $(STAMP)
-	$(BIN)/python tests/soak.py --kills 50 --scenes 20 --seed 1
-	$(BIN)/python tests/soak.py --kills 20 --scenes 20 --seed 2 --signals INT,TERM
-	$(BIN)/python tests/soak.py --kills 20 --scenes 20 --seed 3 --rehearsals --saved-plans
-	$(BIN)/python tests/soak.py --faults --scenes 20 --seed 1
-	$(BIN)/python tests/fault_proxy.py --scenes 20 --seed 1 --rate 0.5
+	$(BIN)/python tests/support/soak.py --kills 50 --scenes 20 --seed 1
+	$(BIN)/python tests/support/soak.py --kills 20 --scenes 20 --seed 2 --signals INT,TERM
+	$(BIN)/python tests/support/soak.py --kills 20 --scenes 20 --seed 3 --rehearsals --saved-plans
+	$(BIN)/python tests/support/soak.py --faults --scenes 20 --seed 1
+	$(BIN)/python tests/support/fault_proxy.py --scenes 20 --seed 1 --rate 0.5
 
 bench: $(STAMP) bytecode
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/cache.py [--clips 200] [--workers 16] [--url s3://bucket/prefix]
 
-Without --url it runs against both a moto S3 server on loopback (tests/s3_fixture.py, started
-as a subprocess) and a file:// folder. Each entry is a real H.264 MP4 (~300 KB, made once with
+Without --url it runs against both a moto S3 server on loopback (tests/support/s3_fixture.py,
+started as a subprocess) and a file:// folder. Each entry is a real H.264 MP4 (~300 KB, made once with
 hailuo_pipe.media.synthetic_clip) plus first/last PNGs, under 200 different fingerprints. The
 pull goes into a fresh folder through a thread pool, verifying every file's sha256 and size.
 """
@@ -94,7 +94,7 @@ def main() -> None:
         if args.url:
             run("url", open_cache(args.url), scene, args.clips, args.workers)
             return
-        from s3_fixture import moto_s3, s3_environ
+        from support.s3_fixture import moto_s3, s3_environ
 
         with moto_s3() as endpoint:
             bucket = f"bench-{uuid.uuid4().hex[:8]}"

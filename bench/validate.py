@@ -16,8 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from hailuo_pipe.lockfile import Lockfile
 from hailuo_pipe.plan import make_plan
+from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import check
 
 PROVIDERS = ["wavespeed", "minimax", "runware", "gmicloud", "preview"]

@@ -10,7 +10,7 @@ def entry() -> None:
     # of 700 the collector ran over a hundred times in a 1,000-scene no-op, a sixth of its time.
     gc.set_threshold(50_000)
     try:
-        from .cli import main
+        from hailuo_pipe.cli import main
     except KeyboardInterrupt:  # Ctrl-C while modules load: nothing has happened yet
         sys.stderr.write("Interrupted before anything was done.\n")
         sys.exit(130)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from . import media
-from .errors import HailuoPipeError
-from .images import sha256_file
-from .lockfile import FileRecord, Lockfile
-from .storyboard import Storyboard
+from hailuo_pipe import media
+from hailuo_pipe.errors import HailuoPipeError
+from hailuo_pipe.state.lockfile import FileRecord, Lockfile
+from hailuo_pipe.storyboard.images import sha256_file
+from hailuo_pipe.storyboard.model import Storyboard
 
 
 class CutNotReady(HailuoPipeError):

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import HailuoPipeError
+from hailuo_pipe.errors import HailuoPipeError
 
 
 class PathRefused(HailuoPipeError):

@@ -18,12 +18,12 @@ from urllib.parse import quote
 
 import jinja2
 
-from . import media
-from .errors import HailuoPipeError
-from .lockfile import Entry, Lockfile, atomic_write, now
-from .plan import Plan, Step
-from .redact import redact
-from .storyboard import ImageInput, Scene, Storyboard
+from hailuo_pipe import media
+from hailuo_pipe.errors import HailuoPipeError
+from hailuo_pipe.plan import Plan, Step
+from hailuo_pipe.redact import redact
+from hailuo_pipe.state.lockfile import Entry, Lockfile, atomic_write, now
+from hailuo_pipe.storyboard.model import ImageInput, Scene, Storyboard
 
 REPORT_NAME = "report.html"
 THUMBS = "thumbs"

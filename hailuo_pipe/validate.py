@@ -16,11 +16,12 @@ from typing import Any
 
 import yaml
 
-from . import images, paths, providers, schemas, spec
-from .errors import Problem, SpecError, UnknownName
-from .graph import CycleError, Graph
-from .resolve import URL, resolve
-from .storyboard import Scene, Storyboard, render_dir_of
+from hailuo_pipe import paths, providers
+from hailuo_pipe.errors import Problem, SpecError, UnknownName
+from hailuo_pipe.storyboard import images, schemas, yamldoc
+from hailuo_pipe.storyboard.graph import CycleError, Graph
+from hailuo_pipe.storyboard.model import Scene, Storyboard, render_dir_of
+from hailuo_pipe.storyboard.resolve import URL, resolve
 
 MAX_PROMPT = 2000
 PLACEHOLDER = "sha256:" + "0" * 64
@@ -50,7 +51,7 @@ def check(
     provider: str | None = None,
     display: str | None = None,
 ) -> tuple[Storyboard | None, list[Problem]]:
-    doc, problems = spec.load(path, display)
+    doc, problems = yamldoc.load(path, display)
     if problems:
         return None, problems
     memo = schemas.SchemaMemo(_memo_path(path, doc.data))
@@ -101,7 +102,9 @@ def check(
     return board, problems
 
 
-def _unresolved_image_problems(doc: spec.Document, board: Storyboard, base: Path) -> list[Problem]:
+def _unresolved_image_problems(
+    doc: yamldoc.Document, board: Storyboard, base: Path
+) -> list[Problem]:
     """Image files of scenes that failed to resolve (a template error in their prompt, say) are
     still checked when their path is plain text: a missing file is its own problem."""
     made = {s.where.get("") for s in board.scenes}
@@ -127,7 +130,7 @@ def _unresolved_image_problems(doc: spec.Document, board: Storyboard, base: Path
 _SEPARABLE = frozenset({"version", "description", "output", "cache", "budget"})
 
 
-def _usable_part(doc: spec.Document) -> tuple[spec.Document, set[str]] | None:
+def _usable_part(doc: yamldoc.Document) -> tuple[yamldoc.Document, set[str]] | None:
     """The document without the scenes (and separable keys) the schema refused, and the ids
     those scenes declare; None when what is wrong (name, vars, defaults, the scene list) makes
     every scene meaningless."""
@@ -403,7 +406,7 @@ def _option_problems(cls: type[providers.Provider], scene: Scene, at: Locator) -
     return out
 
 
-def _origin(cls: type[providers.Provider], scene: Scene, path: spec.DocPath) -> str:
+def _origin(cls: type[providers.Provider], scene: Scene, path: yamldoc.DocPath) -> str:
     """The scene key a wire field came from, so the error points at the right YAML line."""
     for part in reversed(path):
         if not isinstance(part, str):
@@ -445,7 +448,7 @@ def _nearest_file(path: Path) -> str:
 
 
 def _cut_problems(
-    doc: spec.Document,
+    doc: yamldoc.Document,
     board: Storyboard,
     scenes: Mapping[str, Scene],
     broken: Collection[str] = (),
@@ -471,7 +474,7 @@ def _cut_problems(
     return out
 
 
-def _project_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+def _project_problems(doc: yamldoc.Document, board: Storyboard) -> list[Problem]:
     """What the render would write or read beside the spec, refused before anything is spent
     when a symlink leads it out of the project, it is a special file, or it is shared."""
     base = board.path.parent
@@ -502,7 +505,7 @@ def _project_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
     return out
 
 
-def _output_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
+def _output_problems(doc: yamldoc.Document, board: Storyboard) -> list[Problem]:
     assert board.output is not None
     base = board.path.parent
     written = board.output.path
@@ -523,7 +526,7 @@ def _output_problems(doc: spec.Document, board: Storyboard) -> list[Problem]:
     return []
 
 
-def _sibling_names(board: Storyboard) -> list[tuple[str, dict[spec.DocPath, str]]]:
+def _sibling_names(board: Storyboard) -> list[tuple[str, dict[yamldoc.DocPath, str]]]:
     """(file name, its name and output.path) of the other storyboards in the spec's folder."""
     me = board.path
     try:
@@ -544,7 +547,7 @@ def _sibling_names(board: Storyboard) -> list[tuple[str, dict[spec.DocPath, str]
 
 
 def _name_problems(
-    doc: spec.Document, board: Storyboard, siblings: list[tuple[str, dict[spec.DocPath, str]]]
+    doc: yamldoc.Document, board: Storyboard, siblings: list[tuple[str, dict[yamldoc.DocPath, str]]]
 ) -> list[Problem]:
     """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
     other's clips; a cut inside another's render folder, or at another's cut path, would
@@ -593,29 +596,29 @@ def _name_problems(
 
 
 _NODES = (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)
-_WANTED: frozenset[spec.DocPath] = frozenset({("name",), ("version",), ("output", "path")})
+_WANTED: frozenset[yamldoc.DocPath] = frozenset({("name",), ("version",), ("output", "path")})
 
 
 @dataclass
 class _Frame:
     mapping: bool
-    path: spec.DocPath | None  # None: inside something no wanted value can be in
+    path: yamldoc.DocPath | None  # None: inside something no wanted value can be in
     key: str | None = None
     awaiting_value: bool = False
 
 
-def _declared(path: Path) -> dict[spec.DocPath, str] | None:
+def _declared(path: Path) -> dict[yamldoc.DocPath, str] | None:
     """The top-level `name:` and `output.path` of a YAML file that also has a top-level
     `version: 1` (a storyboard, not a workflow file that happens to have a name), read from
     parser events without building the document; None for anything else."""
     try:
-        text = paths.read_regular(path, spec.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
+        text = paths.read_regular(path, yamldoc.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
     except (OSError, paths.PathRefused, UnicodeDecodeError):
         return None
-    found: dict[spec.DocPath, str] = {}
+    found: dict[yamldoc.DocPath, str] = {}
     stack: list[_Frame] = []
     try:
-        for event in yaml.parse(text, Loader=spec._Loader):
+        for event in yaml.parse(text, Loader=yamldoc._Loader):
             if isinstance(event, yaml.CollectionEndEvent):
                 stack.pop()
                 if not stack:
@@ -624,7 +627,7 @@ def _declared(path: Path) -> dict[spec.DocPath, str] | None:
             if not isinstance(event, _NODES):
                 continue
             scalar = event.value if isinstance(event, yaml.ScalarEvent) else None
-            where: spec.DocPath | None = None
+            where: yamldoc.DocPath | None = None
             if not stack:
                 if not isinstance(event, yaml.MappingStartEvent):
                     return None

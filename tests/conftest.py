@@ -1,4 +1,4 @@
-"""Shared fixtures: sample images, spec writing, the provider emulator."""
+"""Shared fixtures: sample images, spec writing, the provider emulator (`support/`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-CORPUS = Path(__file__).parent / "corpus"
 
 
 @pytest.fixture
@@ -28,15 +26,4 @@ def write_spec(tmp_path: Path) -> Callable[[str, str], Path]:
     return write
 
 
-from emulator_fixture import emulator, emulator_process  # noqa: E402,F401  (shared fixtures)
-
-PREFIXES = ("WAVESPEED", "GMI", "MINIMAX", "RUNWARE", "APIFRAME")
-
-
-def provider_env(emu) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """Environment that points every hosted provider at the emulator."""
-    env: dict[str, str] = {}
-    for prefix in PREFIXES:
-        env[f"{prefix}_API_KEY"] = emu.key
-        env[f"{prefix}_BASE_URL"] = emu.url
-    return env
+from support.emulator_fixture import emulator, emulator_process  # noqa: E402,F401  (fixtures)

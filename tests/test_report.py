@@ -12,16 +12,16 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-import browser  # tests/browser.py: pytest puts this folder on sys.path
 import pytest
 from PIL import Image
+from support import browser
 
 from hailuo_pipe import media
-from hailuo_pipe.images import sha256_file
-from hailuo_pipe.lockfile import Entry, FileRecord, Lockfile
 from hailuo_pipe.plan import Plan, Step
 from hailuo_pipe.report import write_report
-from hailuo_pipe.storyboard import Cut, FrameRef, ImageInput, Scene, Storyboard
+from hailuo_pipe.state.lockfile import Entry, FileRecord, Lockfile
+from hailuo_pipe.storyboard.images import sha256_file
+from hailuo_pipe.storyboard.model import Cut, FrameRef, ImageInput, Scene, Storyboard
 
 EVIL = 'Night falls </p><script>alert("x")</script> & <b>bold</b>'
 SECRET = "sk-live-report-must-not-leak-0123456789"
@@ -322,8 +322,8 @@ output:
 @pytest.fixture
 def preview_render(write_spec: Callable[[str], Path]) -> tuple[Path, Lockfile]:
     """The report of a storyboard really rendered, offline, by the preview provider."""
-    from hailuo_pipe.execute import RenderOptions, render
     from hailuo_pipe.plan import make_plan
+    from hailuo_pipe.render.run import RenderOptions, render
     from hailuo_pipe.validate import load_storyboard
 
     board = load_storyboard(write_spec(CHAIN))

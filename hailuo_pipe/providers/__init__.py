@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from .base import Capabilities, JobStatus, Provider, WireRequest
+from hailuo_pipe.providers.base import Capabilities, JobStatus, Provider, WireRequest
 
 __all__ = ["PROVIDER_NAMES", "Capabilities", "JobStatus", "Provider", "WireRequest", "get"]
 

@@ -16,9 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..errors import ConfigError, SubmitUncertain
-from ..redact import key_problem
-from ..storyboard import Scene
+from hailuo_pipe.errors import ConfigError, SubmitUncertain
+from hailuo_pipe.redact import key_problem
+from hailuo_pipe.storyboard.model import Scene
 
 if TYPE_CHECKING:
     import httpx

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import ConfigError, TransientError
-from ..storyboard import Scene
-from .base import (
+from hailuo_pipe.errors import ConfigError, TransientError
+from hailuo_pipe.providers.base import (
     ABSENT,
     Capabilities,
     JobStatus,
@@ -27,8 +26,9 @@ from .base import (
     wire_int,
     wire_str,
 )
-from .http import HostedProvider, Reply, segment
-from .wavespeed import is_refusal
+from hailuo_pipe.providers.http import HostedProvider, Reply, segment
+from hailuo_pipe.providers.wavespeed import is_refusal
+from hailuo_pipe.storyboard.model import Scene
 
 if TYPE_CHECKING:
     import httpx

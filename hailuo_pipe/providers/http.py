@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote
 
-from ..errors import (
+from hailuo_pipe.errors import (
     AuthenticationError,
     JobIdRefused,
     ProviderError,
@@ -28,9 +28,9 @@ from ..errors import (
     SubmitUncertain,
     TransientError,
 )
-from ..lockfile import JOB_ID, odd_job_id
-from ..redact import shown
-from .base import Provider
+from hailuo_pipe.providers.base import Provider
+from hailuo_pipe.redact import shown
+from hailuo_pipe.state.lockfile import JOB_ID, odd_job_id
 
 # httpx is imported where a request is sent: a rerun with nothing to fetch never loads it
 if TYPE_CHECKING:

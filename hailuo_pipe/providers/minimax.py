@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import (
+from hailuo_pipe.errors import (
     AuthenticationError,
     ContentRefused,
     ProviderError,
@@ -22,8 +22,7 @@ from ..errors import (
     RequestRejected,
     TransientError,
 )
-from ..storyboard import Scene
-from .base import (
+from hailuo_pipe.providers.base import (
     ABSENT,
     Capabilities,
     JobStatus,
@@ -34,7 +33,8 @@ from .base import (
     wire_int,
     wire_str,
 )
-from .http import HostedProvider, Reply
+from hailuo_pipe.providers.http import HostedProvider, Reply
+from hailuo_pipe.storyboard.model import Scene
 
 if TYPE_CHECKING:
     import httpx

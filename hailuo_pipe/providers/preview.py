@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .. import media
-from ..storyboard import DURATIONS, RESOLUTIONS, Scene
-from .base import Capabilities, Provider, WireRequest
+from hailuo_pipe import media
+from hailuo_pipe.providers.base import Capabilities, Provider, WireRequest
+from hailuo_pipe.storyboard.model import DURATIONS, RESOLUTIONS, Scene
 
 
 class PreviewProvider(Provider):

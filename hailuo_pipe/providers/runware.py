@@ -14,11 +14,18 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import RequestRejected, TransientError
-from ..storyboard import Scene
-from .base import Capabilities, JobStatus, State, WireRequest, state_of, wire_int
-from .http import HostedProvider, Reply, scrub
-from .wavespeed import is_refusal
+from hailuo_pipe.errors import RequestRejected, TransientError
+from hailuo_pipe.providers.base import (
+    Capabilities,
+    JobStatus,
+    State,
+    WireRequest,
+    state_of,
+    wire_int,
+)
+from hailuo_pipe.providers.http import HostedProvider, Reply, scrub
+from hailuo_pipe.providers.wavespeed import is_refusal
+from hailuo_pipe.storyboard.model import Scene
 
 if TYPE_CHECKING:
     import httpx

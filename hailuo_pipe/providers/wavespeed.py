@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..errors import RequestRejected, TransientError
-from ..storyboard import Scene
-from .base import (
+from hailuo_pipe.errors import RequestRejected, TransientError
+from hailuo_pipe.providers.base import (
     ABSENT,
     Capabilities,
     JobStatus,
@@ -25,7 +24,8 @@ from .base import (
     submitted_job_id,
     wire_int,
 )
-from .http import HostedProvider, Reply, provider_message, segment
+from hailuo_pipe.providers.http import HostedProvider, Reply, provider_message, segment
+from hailuo_pipe.storyboard.model import Scene
 
 if TYPE_CHECKING:
     import httpx

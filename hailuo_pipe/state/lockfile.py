@@ -1,0 +1,434 @@
+"""The lockfile beside the spec: what was submitted, what finished, and what it produced.
+
+It is committed to git, so it is deterministic JSON (sorted keys, one scene per key, no volatile
+fields but timestamps of real state changes) and it never holds a secret. It is rewritten
+atomically (temp file, fsync, rename) after every state change, and a process-wide lock makes
+sure two renders of one spec never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from hailuo_pipe.errors import AdoptRefused, LockfileError, LockHeldError
+from hailuo_pipe.paths import PathRefused, escape, read_regular
+from hailuo_pipe.redact import printable
+
+FORMAT_VERSION = 1
+# submitting: key recorded, request about to be sent (its fate is unknown after a crash)
+# submitted:  the provider answered with a job id; resume by polling it
+# unknown:    the submit's answer was lost and the API cannot dedupe; never resent blindly
+State = Literal["submitting", "submitted", "unknown", "done", "failed"]
+STATES: tuple[str, ...] = ("submitting", "submitted", "unknown", "done", "failed")
+# a submission whose job id we never recorded: a paid job may exist at the provider
+PARKED: tuple[str, ...] = ("submitting", "unknown")
+# far above what 10,000 scenes record, far below what a mistaken /dev/zero would fill memory with
+MAX_LOCKFILE_BYTES = 256 * 1024 * 1024
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+
+
+def odd_job_id(job_id: object) -> str:
+    """Why a job id from outside is refused, with the id escaped for a terminal."""
+    return f"the job id {printable(repr(job_id))} is not a job id (letters, digits and . _ : -)"
+
+
+def iso(epoch: float) -> str:
+    """The one timestamp format of lockfiles, cache entries and leases (UTC, to the second)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now() -> str:
+    return iso(time.time())
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A file the render produced, relative to the spec's folder."""
+
+    path: str
+    sha256: str
+    size: int
+    pixels: str | None = None  # a frame's `media.pixel_digest`: what chained scenes hash
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Entry:
+    fingerprint: str
+    provider: str
+    state: State
+    key: str  # the idempotency key sent with the submit (a UUID we chose)
+    request: Mapping[str, Any]  # the canonical request: images as content hashes or URLs
+    job_id: str | None = None
+    submitted_at: str | None = None
+    finished_at: str | None = None
+    output: FileRecord | None = None
+    frames: Mapping[str, FileRecord] = field(default_factory=dict)  # "first"/"last" -> PNG
+    cost: float | None = None
+    # where `cost` came from: "provider" (the job's answer said so) or "price-list" (ours)
+    cost_source: str | None = None
+    seed: int | None = None
+    error: str | None = None
+    # how `fingerprint` was computed (fingerprint.SCHEME); lockfiles before it have none: 1
+    scheme: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.output is not None:
+            data["output"] = self.output.to_json()
+        data["frames"] = {k: v.to_json() for k, v in self.frames.items()}
+        return {k: v for k, v in data.items() if v not in (None, {})}
+
+    @classmethod
+    def from_json(cls, scene_id: str, data: Any) -> Entry:
+        where = f"scene {scene_id!r}"
+        if not isinstance(data, dict):
+            raise LockfileError(f"{where} is not an object")
+        try:
+            output = data.get("output")
+            frames = data.get("frames") or {}
+            entry = cls(
+                fingerprint=_str(data, "fingerprint", where),
+                provider=_str(data, "provider", where),
+                state=data["state"],
+                key=_str(data, "key", where),
+                request=data.get("request") or {},
+                job_id=data.get("job_id"),
+                submitted_at=data.get("submitted_at"),
+                finished_at=data.get("finished_at"),
+                output=_file_record(output, f"{where} output") if output else None,
+                frames={k: _file_record(v, f"{where} frame {k!r}") for k, v in frames.items()},
+                cost=data.get("cost"),
+                cost_source=data.get("cost_source"),
+                seed=data.get("seed"),
+                error=data.get("error"),
+                scheme=data.get("scheme", 1),
+            )
+        except (KeyError, TypeError) as err:
+            raise LockfileError(f"{where} is malformed ({err})") from None
+        if entry.scheme not in (1, 2) or isinstance(entry.scheme, bool):
+            raise LockfileError(
+                f"{where} has fingerprint scheme {entry.scheme!r}, which this hailuo-pipe does "
+                "not know: it was written by a newer version; upgrade to render it"
+            )
+        if entry.state not in STATES:
+            raise LockfileError(f"{where} has an unknown state {entry.state!r}")
+        if entry.state in ("submitted", "done") and not entry.job_id:
+            raise LockfileError(f"{where} is {entry.state} but has no job id")
+        if entry.state == "done" and entry.output is None:
+            raise LockfileError(f"{where} is done but records no output file")
+        if entry.state == "submitted" and not (
+            isinstance(entry.job_id, str) and JOB_ID.fullmatch(entry.job_id)
+        ):
+            # recorded by an earlier version from a provider's odd answer: never polled at a
+            # path built from it, but waiting on --adopt like any job whose fate is unknown
+            entry = replace(entry, state="unknown", error=odd_job_id(entry.job_id))
+        return entry
+
+
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _file_record(value: Any, where: str) -> FileRecord:
+    """A recorded file, refused when a hand edit made it point outside the spec's folder:
+    render reads these paths (chained frames are sent to providers) and trusts their hashes."""
+    if not isinstance(value, dict):
+        raise LockfileError(f"{where} is not an object")
+    record = FileRecord(**value)
+    path = record.path
+    if (
+        not isinstance(path, str)
+        or not path
+        or os.path.isabs(path)
+        or ".." in _SEPARATORS.split(path)  # cheaper than PurePath, read 3,000 times a rerun
+    ):
+        raise LockfileError(f"{where} has path {path!r}, which is not inside the spec's folder")
+    if not isinstance(record.sha256, str) or not record.sha256:
+        raise LockfileError(f"{where} has no valid sha256")
+    if not isinstance(record.size, int) or isinstance(record.size, bool) or record.size < 0:
+        raise LockfileError(f"{where} has no valid size")
+    if record.pixels is not None and not isinstance(record.pixels, str):
+        raise LockfileError(f"{where} has no valid pixels digest")
+    return record
+
+
+def _str(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise LockfileError(f"{where} has no valid {key!r}")
+    return value
+
+
+@dataclass
+class Lockfile:
+    path: Path
+    storyboard: str
+    scenes: dict[str, Entry] = field(default_factory=dict)
+    cut: FileRecord | None = None
+    cut_fingerprint: str | None = None
+    # scene -> (entry, its JSON text): a render rewrites the file on every state change, so
+    # only changed entries are encoded again (json's indenting encoder is pure Python)
+    _texts: dict[str, tuple[Entry, str]] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def load(cls, path: Path, storyboard: str) -> Lockfile:
+        """An empty lockfile when none exists; LockfileError when it exists but is not valid."""
+        # a dangling link is not "no lockfile": taking it as one would pay for every scene again
+        why = escape(path.parent, Path(path.name))
+        if why is not None:
+            raise LockfileError(
+                f"{path}: the lockfile {why}; replace it with the real lockfile (restore it "
+                "from git) — nothing is rendered until then"
+            )
+        try:
+            text = read_regular(path, MAX_LOCKFILE_BYTES, "lockfile").decode("utf-8")
+        except FileNotFoundError:
+            return cls(path, storyboard)
+        except PathRefused as err:
+            raise LockfileError(f"{err}; nothing is rendered until it is fixed") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise LockfileError(f"{path}: cannot read the lockfile: {err}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LockfileError(
+                f"{path}:{err.lineno}:{err.colno}: the lockfile is not valid "
+                f"JSON ({err.msg}); restore it from git, or delete it to "
+                "forget every recorded job"
+            ) from None
+        try:
+            if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+                raise LockfileError(
+                    f"lockfile version {data.get('version')!r} is not {FORMAT_VERSION}"
+                    if isinstance(data, dict)
+                    else "the lockfile is not a JSON object"
+                )
+            scenes = data.get("scenes", {})
+            if not isinstance(scenes, dict):
+                raise LockfileError("'scenes' is not an object")
+            lock = cls(
+                path, storyboard, {sid: Entry.from_json(sid, e) for sid, e in scenes.items()}
+            )
+            if data.get("cut"):
+                lock.cut = _file_record(data["cut"]["output"], "the cut")
+                lock.cut_fingerprint = data["cut"]["fingerprint"]
+        except LockfileError as err:
+            raise LockfileError(
+                f"{path}: {err}; restore it from git or fix it by hand — "
+                "nothing is rendered until it is valid"
+            ) from None
+        except (KeyError, TypeError) as err:
+            raise LockfileError(f"{path}: the cut record is malformed ({err})") from None
+        return lock
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "storyboard": self.storyboard,
+            "scenes": {sid: self.scenes[sid].to_json() for sid in sorted(self.scenes)},
+        }
+        if self.cut is not None:
+            data["cut"] = self._cut_json(self.cut)
+        return data
+
+    def _cut_json(self, cut: FileRecord) -> dict[str, Any]:
+        return {"fingerprint": self.cut_fingerprint, "output": asdict(cut)}
+
+    def dumps(self) -> bytes:
+        """The file's bytes: `json.dumps(self.to_json(), indent=2, sort_keys=True)`, assembled
+        from cached entry texts (keys in sorted order: cut, scenes, storyboard, version)."""
+        items = []
+        if self.cut is not None:
+            items.append('  "cut": ' + _nest(_dumps(self._cut_json(self.cut)), 1))
+        scenes = [
+            f"    {_dumps(sid)}: {_nest(self._entry_text(sid), 2)}" for sid in sorted(self.scenes)
+        ]
+        items.append('  "scenes": ' + ("{\n" + ",\n".join(scenes) + "\n  }" if scenes else "{}"))
+        items.append(f'  "storyboard": {_dumps(self.storyboard)}')
+        items.append(f'  "version": {FORMAT_VERSION}')
+        return ("{\n" + ",\n".join(items) + "\n}\n").encode("utf-8")
+
+    def _entry_text(self, scene_id: str) -> str:
+        entry = self.scenes[scene_id]
+        cached = self._texts.get(scene_id)
+        if cached is None or cached[0] is not entry:
+            cached = (entry, _dumps(entry.to_json()))
+            self._texts[scene_id] = cached
+        return cached[1]
+
+    def save(self) -> None:
+        write_lockfile(self.path, self.dumps())
+
+    def update(self, scene_id: str, **changes: Any) -> Entry:
+        """Change one scene's entry and write the lockfile before returning."""
+        entry = replace(self.scenes[scene_id], **changes)
+        self.scenes[scene_id] = entry
+        self.save()
+        return entry
+
+    def put(self, scene_id: str, entry: Entry) -> None:
+        self.scenes[scene_id] = entry
+        self.save()
+
+    def adopt(self, jobs: Mapping[str, str]) -> None:
+        """Record jobs the user found at their provider for scenes whose submission's answer
+        was lost, so the next render polls them instead of paying for a new one (in memory;
+        `save` writes it)."""
+        for scene_id, job_id in jobs.items():
+            if not JOB_ID.fullmatch(job_id):
+                raise AdoptRefused(
+                    f"--adopt {scene_id}={job_id!r}: not a job id (letters, digits and . _ : -)"
+                )
+            entry = self.scenes.get(scene_id)
+            if entry is None or entry.state not in PARKED:
+                state = f"is {entry.state}" if entry else "has never been submitted"
+                raise AdoptRefused(
+                    f"--adopt {scene_id}={job_id}: {scene_id} {state}; only a scene whose "
+                    f"submission's fate is unknown ({' or '.join(PARKED)}) can adopt a job"
+                )
+            self.scenes[scene_id] = replace(entry, state="submitted", job_id=job_id, error=None)
+
+
+# Lockfile writes get a thread of their own: queued behind frame extractions in the default
+# pool, a "submitted" record would wait for seconds while its job already runs.
+_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockfile")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _nest(text: str, depth: int) -> str:
+    """JSON text indented as if it sat `depth` levels deep in an indent=2 document."""
+    return text.replace("\n", "\n" + "  " * depth)
+
+
+class GroupWriter:
+    """Lockfile writes for concurrent tasks, coalesced like a database's group commit.
+
+    Each caller returns only once a write that includes its change is on disk (so "submitting"
+    is durable before the request goes out), but changes made while a write is running share
+    the next one, and the write runs in a thread so the event loop keeps polling meanwhile.
+    """
+
+    def __init__(self, lock: Lockfile) -> None:
+        self.lock = lock
+        self._changed = 0
+        self._written = 0
+        self._mutex = asyncio.Lock()
+
+    async def put(self, scene_id: str, entry: Entry) -> Entry:
+        self.lock.scenes[scene_id] = entry
+        await self.flush()
+        return entry
+
+    async def update(self, scene_id: str, **changes: Any) -> Entry:
+        return await self.put(scene_id, replace(self.lock.scenes[scene_id], **changes))
+
+    async def flush(self) -> None:
+        self._changed += 1
+        mine = self._changed
+        async with self._mutex:
+            if self._written >= mine:
+                return
+            upto, data = self._changed, self.lock.dumps()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(_WRITER, write_lockfile, self.lock.path, data)
+            self._written = upto
+
+
+def write_lockfile(path: Path, data: bytes) -> None:
+    """`atomic_write`, with a full disk or a read-only folder reported as a LockfileError."""
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        # the rename never happened, so the file on disk is still its last complete version
+        raise LockfileError(
+            f"{path}: cannot write the lockfile ({err.strerror or err}); it keeps its last "
+            "complete state. Free some space or make the folder writable, then run again"
+        ) from None
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
+    """Hold the render lock of one spec; refuse (or with `wait`, queue) if another has it."""
+    mutex = lock_path.with_name(f".{lock_path.name}.pid")
+    # never through a symlink: a committed `.NAME.lock.pid -> somefile` would be truncated and
+    # overwritten with our pid; O_NONBLOCK so that a FIFO there cannot make us wait forever
+    try:
+        fd = os.open(
+            mutex, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
+        )
+    except OSError as err:
+        kind = "a symlink" if os.path.islink(mutex) else f"unusable ({err.strerror})"
+        raise LockfileError(
+            f"{mutex}: the render lock file is {kind}; delete it (it only holds the pid of a "
+            "running render) and run again"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise LockfileError(
+                f"{mutex}: the render lock file is not a regular file; delete it (it only "
+                "holds the pid of a running render) and run again"
+            )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise LockHeldError(
+                f"{lock_path.name} is being rendered by process {holder}; "
+                "wait for it to finish (two renders of one spec never "
+                "interleave)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _remove_stale_temps(lock_path)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(lock_path: Path) -> None:
+    """Half-written lockfiles of a render killed mid-write: every write happens under the lock
+    we now hold, so none of them is still being written."""
+    for tmp in lock_path.parent.glob(f".{glob.escape(lock_path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()

@@ -1,0 +1,1 @@
+"""The storyboard language: YAML with positions, templates, schemas, resolution and the graph."""

@@ -1,0 +1,162 @@
+"""Input images: the limits every Hailuo 02 API shares, checked before anything is spent."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from hailuo_pipe.paths import PathRefused, read_regular
+from hailuo_pipe.state.lockfile import atomic_write
+
+MAX_BYTES = 20 * 1024 * 1024
+STORE_BYTES = 256 * 1024 * 1024  # .hashes.json: ~150 bytes a clip
+MIN_SHORT_SIDE = 300  # strictly above
+MIN_ASPECT = Fraction(2, 5)  # strictly between 2:5 and 5:2
+MAX_ASPECT = Fraction(5, 2)
+FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    path: Path
+    mime: str
+    width: int
+    height: int
+    size: int
+
+
+class ImageProblem(Exception):
+    pass
+
+
+@lru_cache(maxsize=4096)
+def _inspect(path: Path, size: int, mtime_ns: int) -> ImageFacts:
+    try:
+        with Image.open(path) as img:
+            fmt, (width, height) = img.format, img.size
+    except UnidentifiedImageError:
+        raise ImageProblem(f"{path.name} is not a JPG or PNG image") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageProblem(f"{path.name} cannot be read as an image: {err}") from None
+    if fmt not in FORMATS:
+        raise ImageProblem(f"{path.name} is a {fmt} image; the providers take JPG or PNG")
+    if min(width, height) <= MIN_SHORT_SIDE:
+        raise ImageProblem(
+            f"{path.name} is {width}x{height}; its short side must be more than {MIN_SHORT_SIDE} px"
+        )
+    aspect = Fraction(width, height)
+    if not MIN_ASPECT < aspect < MAX_ASPECT:
+        raise ImageProblem(
+            f"{path.name} is {width}x{height}; the aspect ratio must be between 2:5 and 5:2"
+        )
+    return ImageFacts(path, FORMATS[fmt], width, height, size)
+
+
+def check(path: Path, shown: str = "") -> ImageFacts:
+    """Facts about a local first/last frame; ImageProblem says what is wrong with it."""
+    shown = shown or str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageProblem(f"image file not found: {shown}") from None
+    except OSError as err:
+        raise ImageProblem(f"cannot read image {shown}: {err.strerror}") from None
+    except ValueError:  # a NUL in the name: no file can have it
+        raise ImageProblem(f"image file not found: {shown!r} contains a NUL character") from None
+    if not path.is_file():
+        raise ImageProblem(f"{shown} is not a file")
+    if st.st_size > MAX_BYTES:
+        raise ImageProblem(f"{path.name} is {st.st_size / 1e6:.1f} MB; the limit is 20 MB")
+    return _inspect(path, st.st_size, st.st_mtime_ns)
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """(sha256 hex, size) of a file as it is now, read in 1 MiB blocks; nothing memoised."""
+    digest, size = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            size += len(block)
+    return digest.hexdigest(), size
+
+
+@lru_cache(maxsize=4096)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    return file_digest(path)[0]
+
+
+def sha256_file(path: Path, st: os.stat_result | None = None) -> str:
+    """Content hash of a file, memoised on (path, size, mtime) within one process, and between
+    processes for files in a folder given to `remember_hashes`. `st` saves a second stat when
+    the caller has just taken one."""
+    st = st or path.stat()
+    store = _STORES.get(path.parent)
+    known = store.get(path.name, st) if store else None
+    if known is not None:
+        return known
+    digest = _sha256(path, st.st_size, st.st_mtime_ns)
+    if store:
+        store.put(path.name, st, digest)
+    return digest
+
+
+def remember_hashes(folder: Path) -> None:
+    """Keep the hashes of files in `folder` in `folder/.hashes.json` between runs, trusted while
+    a file's size, mtime, ctime and inode stay the same (as git's index does), so a rerun does
+    not read every clip again. Written when the process exits; a lost file costs only time."""
+    _STORES.setdefault(folder, _HashStore(folder / ".hashes.json"))
+
+
+class _HashStore:
+    RACY = 2.0  # seconds: a file this fresh may still change within its mtime's granularity
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dirty = False
+        self.known: dict[str, list[Any]] = {}
+        # PathRefused: a FIFO or a link to /dev/zero there would hang or fill memory
+        with contextlib.suppress(OSError, ValueError, PathRefused):
+            data = json.loads(read_regular(path, STORE_BYTES, "hash store"))
+            if isinstance(data, dict):
+                self.known = {k: v for k, v in data.items() if isinstance(v, list) and len(v) == 5}
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> list[Any]:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def get(self, name: str, st: os.stat_result) -> str | None:
+        got = self.known.get(name)
+        return got[4] if got is not None and got[:4] == self._stamp(st) else None
+
+    def put(self, name: str, st: os.stat_result, digest: str) -> None:
+        if time.time() - st.st_mtime > self.RACY:
+            self.known[name] = [*self._stamp(st), digest]
+            self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty or not self.path.parent.is_dir():
+            return
+        live = {k: v for k, v in self.known.items() if (self.path.parent / k).exists()}
+        with contextlib.suppress(OSError):
+            atomic_write(self.path, json.dumps(live, sort_keys=True).encode())
+        self.dirty = False
+
+
+_STORES: dict[Path, _HashStore] = {}
+
+
+@atexit.register
+def _save_hashes() -> None:
+    for store in _STORES.values():
+        store.save()

@@ -1,0 +1,160 @@
+"""The lockfile: deterministic, atomic, validated on load, one writer at a time."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from hailuo_pipe.errors import LockfileError, LockHeldError
+from hailuo_pipe.state.lockfile import Entry, FileRecord, Lockfile, exclusive
+
+
+def entry(**kw: object) -> Entry:
+    base = dict(
+        fingerprint="sha256:ab",
+        provider="wavespeed",
+        state="submitted",
+        key="k-1",
+        request={"prompt": "x"},
+        job_id="job-1",
+        submitted_at="2026-01-01T00:00:00Z",
+    )
+    base.update(kw)
+    return Entry(**base)  # type: ignore[arg-type]
+
+
+def test_round_trip_is_deterministic(tmp_path: Path) -> None:
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    lock.put("b", entry())
+    lock.put(
+        "a",
+        entry(
+            state="done",
+            output=FileRecord("renders/s/a.mp4", "ff", 10),
+            frames={"last": FileRecord("renders/s/a.last.png", "ee", 3)},
+            cost=0.23,
+            seed=7,
+        ),
+    )
+    text = lock.path.read_text()
+    assert list(json.loads(text)["scenes"]) == ["a", "b"]
+    again = Lockfile.load(lock.path, "s")
+    assert again.scenes == lock.scenes
+    again.save()
+    assert lock.path.read_text() == text
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_incremental_encoding_matches_plain_json(tmp_path: Path) -> None:
+    """dumps() reuses the text of unchanged entries; the bytes must be json.dumps's own."""
+
+    def plain(lock: Lockfile) -> bytes:
+        text = json.dumps(lock.to_json(), indent=2, sort_keys=True, ensure_ascii=False)
+        return (text + "\n").encode()
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    assert lock.dumps() == plain(lock)
+    lock.scenes["b"] = entry(request={"prompt": 'é\n"q"', "nested": {"x": [1, 2]}})
+    lock.scenes["a"] = entry()
+    assert lock.dumps() == plain(lock)
+    lock.scenes["a"] = entry(state="done", output=FileRecord("a.mp4", "ff", 10), cost=0.5)
+    lock.cut, lock.cut_fingerprint = FileRecord("cut.mp4", "cc", 99), "sha256:cut"
+    assert lock.dumps() == plain(lock)
+    assert b'"state": "done"' in lock.dumps()
+
+
+def test_missing_lockfile_is_empty(tmp_path: Path) -> None:
+    assert Lockfile.load(tmp_path / "none.lock", "s").scenes == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"version": 9, "scenes": {}}', "version 9"),
+        ('{"version": 1, "scenes": []}', "'scenes' is not an object"),
+        (
+            '{"version": 1, "scenes": {"a": {"fingerprint": "x", "provider": "p", "key": "k",'
+            ' "state": "exploded"}}}',
+            "unknown state 'exploded'",
+        ),
+        (
+            '{"version": 1, "scenes": {"a": {"fingerprint": "x", "provider": "p", "key": "k",'
+            ' "state": "submitted"}}}',
+            "submitted but has no job id",
+        ),
+        (
+            '{"version": 1, "scenes": {"a": {"fingerprint": "x", "provider": "p", "key": "k",'
+            ' "state": "done", "job_id": "j"}}}',
+            "done but records no output",
+        ),
+    ],
+)
+def test_corrupt_lockfile_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "s.lock"
+    path.write_text(text)
+    with pytest.raises(LockfileError, match=message):
+        Lockfile.load(path, "s")
+
+
+def _hold(path: str, ready, release) -> None:  # type: ignore[no-untyped-def]
+    with exclusive(Path(path)):
+        ready.set()
+        release.wait(10)
+
+
+def test_second_writer_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.lock"
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold, args=(str(path), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(10)
+        with pytest.raises(LockHeldError, match=f"process {holder.pid}"), exclusive(path):
+            pass
+    finally:
+        release.set()
+        holder.join(10)
+    with exclusive(path):  # free again once the holder is gone
+        pass
+
+
+def test_group_writer_coalesces_and_reports_failures_to_each_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from hailuo_pipe.state import lockfile
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    writes: list[set[str]] = []
+    real = lockfile.write_lockfile
+
+    def counted(path: Path, data: bytes) -> None:
+        if fail:
+            raise LockfileError("disk full")
+        real(path, data)
+        writes.append(set(json.loads(data)["scenes"]))
+
+    monkeypatch.setattr(lockfile, "write_lockfile", counted)
+
+    async def many(prefix: str) -> list[object]:
+        writer = lockfile.GroupWriter(lock)
+        puts = [writer.put(f"{prefix}{i}", entry()) for i in range(20)]
+        return await asyncio.gather(*puts, return_exceptions=True)
+
+    fail = False
+    asyncio.run(many("a"))
+    # everyone's change is on disk, in far fewer writes than changes
+    assert len(writes) < 20 and writes[-1] == {f"a{i}" for i in range(20)}
+    assert set(json.loads((tmp_path / "s.lock").read_text())["scenes"]) == writes[-1]
+
+    fail = True
+    outcomes = asyncio.run(many("b"))
+    assert all(isinstance(o, LockfileError) for o in outcomes)  # each caller hears of it
+    fail = False
+    asyncio.run(many("c"))  # and a later change is written, with everything before it
+    assert len(writes[-1]) == 60
