@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from hailuo_emulator import run_emulator
-from hailuo_pipe.render.run import Event, RenderOptions, render
+from hailuo_pipe.render import Event, RenderOptions, render
 from hailuo_pipe.validate import load_storyboard
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -27,7 +27,7 @@ import jsonschema  # noqa: F401
 from PIL import Image
 
 from hailuo_emulator import Emulator, run_emulator
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.validate import load_storyboard
 
 # httpx and jsonschema are loaded above, before any clock starts: a first render's process

@@ -5,14 +5,10 @@ from __future__ import annotations
 import hashlib
 
 from hailuo_pipe import media
-from hailuo_pipe.errors import HailuoPipeError
+from hailuo_pipe.errors import CutNotReady
 from hailuo_pipe.state.lockfile import FileRecord, Lockfile
 from hailuo_pipe.storyboard.images import sha256_file
 from hailuo_pipe.storyboard.model import Storyboard
-
-
-class CutNotReady(HailuoPipeError):
-    """Some scene of the sequence has no finished clip yet."""
 
 
 def cut_fingerprint(board: Storyboard, lock: Lockfile) -> str:

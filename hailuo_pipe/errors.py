@@ -54,8 +54,20 @@ class LockfileError(HailuoPipeError):
     """The lockfile is corrupt, hand-edited into an invalid state, or of an unknown version."""
 
 
+class TransitionRefused(LockfileError):
+    """A lockfile write or a loaded entry that the table of transitions does not allow."""
+
+
 class AdoptRefused(HailuoPipeError):
     """--adopt names a scene that is not waiting on a lost submission, or a malformed job id."""
+
+
+class PathRefused(HailuoPipeError):
+    """A path leads outside the project through a symlink, or names a special file."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 class StalePlan(HailuoPipeError):
@@ -78,8 +90,8 @@ class DownloadError(HailuoPipeError):
     """A finished clip could not be downloaded or verified; the job is still the provider's."""
 
 
-class RenderFailed(HailuoPipeError):
-    """One or more scenes failed; the others finished and were recorded."""
+class CutNotReady(HailuoPipeError):
+    """Some scene of the cut's sequence has no finished clip yet."""
 
 
 # Provider errors: the small vocabulary every adapter maps its API's errors onto.

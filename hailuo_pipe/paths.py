@@ -12,15 +12,9 @@ import os
 import stat
 from pathlib import Path
 
-from hailuo_pipe.errors import HailuoPipeError
+from hailuo_pipe.errors import PathRefused
 
-
-class PathRefused(HailuoPipeError):
-    """A path leads outside the project through a symlink, or names a special file."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
+__all__ = ["PathRefused", "escape", "read_regular"]
 
 
 def _inside(root: str, path: str) -> bool:

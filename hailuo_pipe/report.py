@@ -20,7 +20,7 @@ import jinja2
 
 from hailuo_pipe import media
 from hailuo_pipe.errors import HailuoPipeError
-from hailuo_pipe.plan import Plan, Step
+from hailuo_pipe.plan import ACTIONS, Plan, Step
 from hailuo_pipe.redact import redact
 from hailuo_pipe.state.lockfile import Entry, Lockfile, atomic_write, now
 from hailuo_pipe.storyboard.model import ImageInput, Scene, Storyboard
@@ -28,6 +28,7 @@ from hailuo_pipe.storyboard.model import ImageInput, Scene, Storyboard
 REPORT_NAME = "report.html"
 THUMBS = "thumbs"
 THUMB_WIDTH = 320
+
 
 @dataclass(frozen=True)
 class Link:
@@ -207,12 +208,9 @@ def _totals(board: Storyboard, lock: Lockfile, plan: Plan, cards: Iterable[Card]
         rendered_seconds=sum(c.scene.duration for c in cards if c.rendered),
         spent=spent,
         to_spend=plan.cost,
-        actions=sorted(counts.items(), key=lambda kv: _ACTION_ORDER.index(kv[0])),
+        actions=sorted(counts.items(), key=lambda kv: ACTIONS.index(kv[0])),
         up_to_date=plan.up_to_date,
     )
-
-
-_ACTION_ORDER = ("reuse", "create", "replace", "retry", "resume", "fetch", "restore", "blocked")
 
 
 @dataclass(frozen=True)

@@ -323,7 +323,7 @@ output:
 def preview_render(write_spec: Callable[[str], Path]) -> tuple[Path, Lockfile]:
     """The report of a storyboard really rendered, offline, by the preview provider."""
     from hailuo_pipe.plan import make_plan
-    from hailuo_pipe.render.run import RenderOptions, render
+    from hailuo_pipe.render import RenderOptions, render
     from hailuo_pipe.validate import load_storyboard
 
     board = load_storyboard(write_spec(CHAIN))

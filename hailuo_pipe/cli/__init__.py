@@ -35,9 +35,12 @@ SYMBOLS = {
     "create": "+",
     "replace": "~",
     "retry": "+",
-    "resume": ">",
-    "fetch": "<",
+    "poll": ">",
+    "resend": ">",
+    "download": "<",
+    "pull": "<",
     "restore": "<",
+    "reconcile": "?",
     "blocked": "!",
 }
 
@@ -189,14 +192,16 @@ def _print_plan(plan: Plan, board: Storyboard) -> None:
         sc = s.scene
         price = f"${s.price:.2f}" if s.price else "    -"
         click.echo(
-            f"  {SYMBOLS[s.action]} {sc.id:<{width}}  {s.action:<8} {sc.provider:<9} "
+            f"  {SYMBOLS[s.action]} {sc.id:<{width}}  {s.action:<9} {sc.provider:<9} "
             f"{sc.resolution:>5} {sc.duration:>2}s  {price:>6}  {_scrub(s.reason)}"
         )
     parts = [
         f"{plan.count(a)} to {a}"
-        for a in ("create", "replace", "retry", "resume", "fetch", "restore")
+        for a in ("create", "replace", "retry", "poll", "resend", "download", "pull", "restore")
         if plan.count(a)
     ]
+    if plan.count("reconcile"):
+        parts.append(f"{plan.count('reconcile')} to look for at the provider")
     if plan.count("blocked"):
         parts.append(f"{plan.count('blocked')} blocked")
     summary = ", ".join(parts) or "nothing to do"
@@ -445,8 +450,8 @@ def render(
 
     from hailuo_pipe.cli.progress import LiveLines, LogLines
     from hailuo_pipe.cli.progress import quiet as silent
-    from hailuo_pipe.render.run import RenderOptions
-    from hailuo_pipe.render.run import render as run_render
+    from hailuo_pipe.render import RenderOptions
+    from hailuo_pipe.render import render as run_render
 
     saved = None
     if plan_file is not None:
@@ -524,7 +529,7 @@ def _failure(result: Any) -> str:
 
 
 def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> None:
-    from hailuo_pipe.render.run import summary_line
+    from hailuo_pipe.render import summary_line
 
     if as_json:
         echo_shown(

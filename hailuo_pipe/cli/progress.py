@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from hailuo_pipe.redact import shown
-from hailuo_pipe.render.run import Event
+from hailuo_pipe.render import Event
 
 ACTIVE = {"submitting", "queued", "running", "downloading"}
 

@@ -1,15 +1,20 @@
 """Compare the storyboard with the lockfile: what a render would do, why, and what it costs.
 
 Like `terraform plan`: nothing is sent anywhere. A scene's action is one of
-  reuse    its clip is up to date
-  create   never rendered
-  replace  rendered, but something it depends on changed (the reason says what)
-  retry    its last job failed
-  resume   a job was submitted and will be polled, never submitted again
-  fetch    its job finished but the clip is missing here: download it again, for free
-  restore  its clip is here but frames extracted from it are not: extract them again, free
-  blocked  a submission's fate is unknown; it is not resent unless you say --resubmit
-           (or --adopt the job you found at the provider)
+  reuse      its clip is up to date
+  create     never rendered
+  replace    rendered, but something it depends on changed (the reason says what)
+  retry      its last job failed
+  poll       a job was submitted and will be polled, never submitted again
+  resend     a submission was interrupted: resent with the same key, which the provider dedupes
+  download   its job finished but the clip is missing here: download it again, for free
+  pull       a finished clip is in the shared cache: take it from there, for free
+  restore    its clip is here but frames extracted from it are not: extract them again, free
+  reconcile  a submission's answer was lost: look for its job in the provider's job list
+  blocked    a submission's fate is unknown and the provider cannot be asked; it is not resent
+             unless you say --resubmit (or --adopt the job you found at the provider)
+Only create, replace and retry pay; a reconcile is priced at the scene's price, the most it can
+cost, and `decide` is the one place an action is chosen.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from hailuo_pipe.plan.fingerprint import (
     request_for,
     same_meaning,
 )
-from hailuo_pipe.providers.base import REQUEST_TIMEOUT, WireRequest
+from hailuo_pipe.providers.base import REQUEST_TIMEOUT, Provider, WireRequest
 from hailuo_pipe.state.lockfile import Entry, FileRecord, Lockfile
 from hailuo_pipe.storyboard.graph import Graph
 from hailuo_pipe.storyboard.images import remember_hashes, sha256_file
@@ -44,9 +49,22 @@ if TYPE_CHECKING:
     from hailuo_pipe.cache import Cache, CachedResult
 
 Lookup = Callable[[str], "CachedResult | None"]  # a fingerprint's entry in the shared cache
-Action = Literal["reuse", "create", "replace", "retry", "resume", "fetch", "restore", "blocked"]
+Action = Literal[
+    "reuse",
+    "create",
+    "replace",
+    "retry",
+    "poll",
+    "resend",
+    "download",
+    "pull",
+    "restore",
+    "reconcile",
+    "blocked",
+]
+ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 SPENDING: frozenset[str] = frozenset({"create", "replace", "retry"})
-KEEPS_CLIP: frozenset[str] = frozenset({"reuse", "fetch", "restore"})  # the recorded clip stays
+KEEPS_CLIP: frozenset[str] = frozenset({"reuse", "download", "pull", "restore"})  # clip stays
 
 
 @dataclass(frozen=True)
@@ -246,7 +264,7 @@ def _cacheable(step: Step, *, chained: bool = False) -> bool:
     names it by its frames' PNG bytes)."""
     return (
         (step.fingerprint is not None or chained)
-        and step.action in SPENDING | {"fetch"}
+        and step.action in SPENDING | {"download"}
         and not providers.get(step.scene.provider).local
     )
 
@@ -262,7 +280,7 @@ def _from_cache(step: Step, lookup: Lookup, legacy: str | None = None) -> Step:
     who = f" by {hit.pushed_by}" if hit.pushed_by else ""
     return replace(
         step,
-        action="fetch",
+        action="pull",
         price=Decimal(0),
         cached=hit,
         reason=f"in the shared cache (job {hit.job_id}, pushed{who})",
@@ -290,7 +308,7 @@ def decide(
         entry = replace(entry, fingerprint=fp)
 
     def step(action: Action, reason: str, cost: Decimal = Decimal(0)) -> Step:
-        if migrated and action in KEEPS_CLIP | {"resume"}:
+        if migrated and action in KEEPS_CLIP | {"poll"}:
             reason += "; request format updated, no new job"
         return Step(scene, action, reason, cost, fp, request, entry, migrated=migrated)
 
@@ -326,10 +344,10 @@ def decide(
         if cls.local:
             return step("replace", "clip missing or changed here; rendered again locally")
         return step(
-            "fetch", f"clip missing or changed here; download it again from job {entry.job_id}"
+            "download", f"clip missing or changed here; download it again from job {entry.job_id}"
         )
     if entry.state == "submitted":
-        return step("resume", f"job {entry.job_id} was submitted; poll it")
+        return step("poll", f"job {entry.job_id} was submitted; poll it")
     if entry.state == "failed":
         return step("retry", f"last job failed: {entry.error or 'no reason given'}", price)
     # submitting / unknown: the request may have created a paid job whose id we never saw
@@ -337,9 +355,16 @@ def decide(
         return step("create", "submitted again, as --resubmit asked", price)
     if cls.idempotent_submit:
         return step(
-            "resume",
+            "resend",
             f"submission was interrupted; resend it with the same key "
             f"{entry.key} (the provider dedupes it)",
+        )
+    if cls.reconcile is not Provider.reconcile:  # it can list its jobs: look there first
+        return step(
+            "reconcile",
+            f"the answer to submission {entry.key} was lost; look for its job in "
+            f"{cls.title}'s job list, never resent blindly",
+            price,
         )
     return step("blocked", look_for_job(scene.id, cls.title, entry.key, entry.submitted_at))
 

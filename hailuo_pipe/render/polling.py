@@ -13,13 +13,18 @@ handful of requests.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import statistics
 import threading
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hailuo_pipe.providers.base import JobStatus
 
 
 @dataclass(frozen=True)
@@ -126,3 +131,90 @@ class DurationEstimator:
 
 
 GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+JOB_TIMEOUT = 60 * 60.0  # a job still running after an hour is left to a later run
+
+
+class Poller:
+    """Polls jobs of one render until they end, each on its own schedule, all learning from
+    the jobs that finish: a sibling of the same provider ending wakes the others' sleeps."""
+
+    def __init__(self, stop: asyncio.Event, estimator: DurationEstimator | None = None) -> None:
+        self.stop = stop
+        self.estimator = estimator or DurationEstimator()
+        self._learnt: dict[str, asyncio.Event] = {}  # set when a job of that provider ends
+
+    async def until_done(
+        self,
+        poll: Callable[[], Awaitable[JobStatus]],
+        provider: str,
+        started: float,
+        *,
+        just_sent: bool,
+        seen: Callable[[JobStatus, float], None],
+        overdue: Callable[[JobStatus, float], Exception],
+    ) -> JobStatus:
+        """Poll until the job ends. `started`: its submit, in `time.monotonic()`; `seen` is told
+        each new state; `overdue` makes the error for a job running past JOB_TIMEOUT.
+        Raises `Interrupted` when the render is stopped while waiting."""
+        schedule = self.estimator.schedule(provider)
+        last_state = ""
+        if just_sent:  # asking at once would only hear "queued"
+            await self._sleep_until_due(provider, schedule, started, 0.0)
+        while True:
+            elapsed = time.monotonic() - started
+            status = await poll()
+            if status.state != last_state:
+                seen(status, elapsed)
+                last_state = status.state
+            if status.terminal:
+                if status.state == "succeeded":
+                    self._observe(provider, elapsed)
+                return status
+            if elapsed > JOB_TIMEOUT:
+                raise overdue(status, elapsed)
+            await self._sleep_until_due(provider, schedule, started, elapsed)
+
+    async def _sleep_until_due(
+        self, provider: str, schedule: PollSchedule, started: float, polled_at: float
+    ) -> None:
+        """Sleep until the schedule says poll again. A sibling job of the same provider
+        finishing meanwhile teaches the schedule when jobs end, so the wait is reconsidered:
+        jobs submitted together are then seen done together, not each after its own long
+        blind wait."""
+        due = started + polled_at + schedule.next_delay(polled_at)
+        blind = schedule.estimate() is None
+        while (left := due - time.monotonic()) > 0:
+            learnt = self._learnt.setdefault(provider, asyncio.Event())
+            waits = [asyncio.ensure_future(e.wait()) for e in (self.stop, learnt)]
+            try:
+                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+            if self.stop.is_set():
+                raise Interrupted
+            elapsed = time.monotonic() - started
+            if blind and schedule.overdue(elapsed):
+                return  # the first sibling to end ran no longer than this job has: ask now
+            due = min(due, started + elapsed + schedule.next_delay(elapsed))
+
+    def _observe(self, provider: str, seconds: float) -> None:
+        self.estimator.observe(provider, seconds)
+        self._learnt.pop(provider, asyncio.Event()).set()  # wake this provider's sleepers
+
+
+def age(timestamp: str | None) -> float:
+    """Seconds since an ISO timestamp from the lockfile (0 when unknown)."""
+    if not timestamp:
+        return 0.0
+    try:
+        then = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - then).total_seconds())
+
+
+class Interrupted(Exception):
+    """The render was stopped (Ctrl-C, SIGTERM) while this scene waited."""

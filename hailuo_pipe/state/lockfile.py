@@ -28,6 +28,7 @@ from typing import Any, Literal
 from hailuo_pipe.errors import AdoptRefused, LockfileError, LockHeldError
 from hailuo_pipe.paths import PathRefused, escape, read_regular
 from hailuo_pipe.redact import printable
+from hailuo_pipe.state import transitions
 
 FORMAT_VERSION = 1
 # submitting: key recorded, request about to be sent (its fate is unknown after a crash)
@@ -130,10 +131,7 @@ class Entry:
             )
         if entry.state not in STATES:
             raise LockfileError(f"{where} has an unknown state {entry.state!r}")
-        if entry.state in ("submitted", "done") and not entry.job_id:
-            raise LockfileError(f"{where} is {entry.state} but has no job id")
-        if entry.state == "done" and entry.output is None:
-            raise LockfileError(f"{where} is done but records no output file")
+        transitions.check_entry(scene_id, entry)
         if entry.state == "submitted" and not (
             isinstance(entry.job_id, str) and JOB_ID.fullmatch(entry.job_id)
         ):
@@ -276,16 +274,28 @@ class Lockfile:
     def save(self) -> None:
         write_lockfile(self.path, self.dumps())
 
-    def update(self, scene_id: str, **changes: Any) -> Entry:
-        """Change one scene's entry and write the lockfile before returning."""
-        entry = replace(self.scenes[scene_id], **changes)
+    def transition(
+        self,
+        scene_id: str,
+        name: str,
+        entry: Entry | None = None,
+        *,
+        again: bool = False,
+        **changes: Any,
+    ) -> Entry:
+        """Change one scene's entry (in memory) by the named transition: `entry` replaces it,
+        or `changes` are made to it; `transitions.check` refuses what the table does not allow.
+        `again`: a new job for a fingerprint that may have one was asked for (see `check`)."""
+        old = self.scenes.get(scene_id)
+        if entry is None:
+            if old is None:
+                raise LockfileError(f"{scene_id}: no entry to change by {name!r}")
+            entry = replace(old, **changes)
+        elif changes:
+            entry = replace(entry, **changes)
+        transitions.check(scene_id, name, old, entry, again=again)
         self.scenes[scene_id] = entry
-        self.save()
         return entry
-
-    def put(self, scene_id: str, entry: Entry) -> None:
-        self.scenes[scene_id] = entry
-        self.save()
 
     def adopt(self, jobs: Mapping[str, str]) -> None:
         """Record jobs the user found at their provider for scenes whose submission's answer
@@ -303,7 +313,7 @@ class Lockfile:
                     f"--adopt {scene_id}={job_id}: {scene_id} {state}; only a scene whose "
                     f"submission's fate is unknown ({' or '.join(PARKED)}) can adopt a job"
                 )
-            self.scenes[scene_id] = replace(entry, state="submitted", job_id=job_id, error=None)
+            self.transition(scene_id, "adopted", state="submitted", job_id=job_id, error=None)
 
 
 # Lockfile writes get a thread of their own: queued behind frame extractions in the default
@@ -334,13 +344,19 @@ class GroupWriter:
         self._written = 0
         self._mutex = asyncio.Lock()
 
-    async def put(self, scene_id: str, entry: Entry) -> Entry:
-        self.lock.scenes[scene_id] = entry
+    async def transition(
+        self,
+        scene_id: str,
+        name: str,
+        entry: Entry | None = None,
+        *,
+        again: bool = False,
+        **changes: Any,
+    ) -> Entry:
+        """`Lockfile.transition`, on disk before it returns."""
+        done = self.lock.transition(scene_id, name, entry, again=again, **changes)
         await self.flush()
-        return entry
-
-    async def update(self, scene_id: str, **changes: Any) -> Entry:
-        return await self.put(scene_id, replace(self.lock.scenes[scene_id], **changes))
+        return done
 
     async def flush(self) -> None:
         self._changed += 1

@@ -128,6 +128,22 @@ class Storyboard:
     def scene(self, scene_id: str) -> Scene:
         return self._by_id[scene_id]
 
+    # The one place a scene's files are named (the render folder is the storyboard's own).
+    def clip_path(self, scene_id: str) -> Path:
+        return self.render_dir / f"{scene_id}.mp4"
+
+    def frame_path(self, scene_id: str, which: str) -> Path:
+        """`which`: "first" or "last"."""
+        return self.render_dir / f"{scene_id}.{which}.png"
+
+    def scene_files(self, scene_id: str) -> dict[str, Path]:
+        """The files a finished scene has: its clip and both its frames."""
+        return {
+            "clip": self.clip_path(scene_id),
+            "first": self.frame_path(scene_id, "first"),
+            "last": self.frame_path(scene_id, "last"),
+        }
+
     @cached_property
     def _by_id(self) -> dict[str, Scene]:
         return {s.id: s for s in reversed(self.scenes)}  # the first of a duplicate id wins

@@ -29,7 +29,7 @@ from hailuo_emulator import Emulator
 from hailuo_pipe.cache import open_cache
 from hailuo_pipe.cli import main
 from hailuo_pipe.plan import make_plan
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 
@@ -193,9 +193,9 @@ def test_two_copies_at_once_pay_each_scene_once_and_a_third_pays_nothing(
 
     c = working_copy(tmp_path, "c")
     plan = run_json("plan", str(c), env=env)
-    assert {s["action"] for s in plan["steps"]} == {"fetch"} and plan["cost"] == 0
+    assert {s["action"] for s in plan["steps"]} == {"pull"} and plan["cost"] == 0
     text = run("plan", str(c), env=env)
-    assert "4 to fetch" in text and "Cost of this run: $0.00" in text
+    assert "4 to pull" in text and "Cost of this run: $0.00" in text
     seen = len(emulator.requests())
     third = run_json("render", str(c), env=env)
     assert {r["outcome"] for r in third["scenes"]} == {"fetched"} and third["spent"] == 0
@@ -439,7 +439,7 @@ def test_plan_looks_the_cache_up_at_once_and_again_below_a_hit(write_spec) -> No
 
     cache = Slow()
     plan = make_plan(board, lock, cache=cache)  # type: ignore[arg-type]
-    assert plan.step("s00").action == "fetch" and plan.step("s00").cached == hit
+    assert plan.step("s00").action == "pull" and plan.step("s00").cached == hit
     assert cache.max_at_once > 1  # the first look-ups ran together
     below = plan.step("next").fingerprint
     # 12 at once, each also by its scheme-1 fingerprint (entries pushed by older versions);

@@ -19,8 +19,8 @@ from hailuo_pipe.cache import Cache, CacheError, FileStore, Lease, LeaseHeld
 from hailuo_pipe.cache.s3_store import open_s3_store
 from hailuo_pipe.errors import SettingError
 from hailuo_pipe.plan import make_plan
+from hailuo_pipe.render import Event, RenderOptions, render
 from hailuo_pipe.render import shared as sharing
-from hailuo_pipe.render.run import Event, RenderOptions, render
 from hailuo_pipe.render.shared import lease_ttl
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard

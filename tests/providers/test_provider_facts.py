@@ -23,7 +23,7 @@ from hailuo_pipe.errors import (
     TransientError,
 )
 from hailuo_pipe.providers.http import Reply
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 

@@ -10,7 +10,7 @@ from support.emulator_fixture import provider_env
 
 from hailuo_emulator import Emulator
 from hailuo_pipe.plan import make_plan
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from hailuo_pipe import cli
-from hailuo_pipe.render import run as execute
+from hailuo_pipe.render import run as render_run
 from hailuo_pipe.state.lockfile import Lockfile
 
 CHAIN = """
@@ -117,14 +117,14 @@ def test_an_unexpected_error_in_one_scene_is_a_named_failure_not_a_traceback(
 ) -> None:
     """Whatever bug remains, the user gets one line per scene and a render that goes on."""
     spec = write_spec(CHAIN.replace("image: {from: b}", "image: assets/a.png"), name="chain.yaml")
-    real = execute._Run._act
+    real = render_run.walk
 
-    async def buggy(self: Any, step: Any) -> Any:
+    async def buggy(ctx: Any, step: Any) -> Any:
         if step.scene.id == "b":
             raise AssertionError("a bug")
-        return await real(self, step)
+        return await real(ctx, step)
 
-    monkeypatch.setattr(execute._Run, "_act", buggy)
+    monkeypatch.setattr(render_run, "walk", buggy)
     out = CliRunner().invoke(cli.main, ["render", "--quiet", str(spec)])
     assert isinstance(out.exception, SystemExit) and out.exit_code == 1, out.exception
     assert "error: b: internal error (AssertionError: a bug)" in out.output

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from hailuo_pipe import media
 from hailuo_pipe.cli import main
 from hailuo_pipe.plan import make_plan
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 

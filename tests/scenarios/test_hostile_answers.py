@@ -22,7 +22,7 @@ from hailuo_emulator import Emulator
 from hailuo_pipe.errors import ConfigError
 from hailuo_pipe.providers import get
 from hailuo_pipe.redact import printable, redact
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 

@@ -21,10 +21,10 @@ from click.testing import CliRunner
 from support import soak
 from support.emulator_fixture import provider_env
 
+import hailuo_pipe.render as rendering
 from hailuo_emulator import Emulator
 from hailuo_pipe import cli
-from hailuo_pipe.render import run as execute
-from hailuo_pipe.render.run import RenderOptions, RenderResult, SceneResult, render
+from hailuo_pipe.render import RenderOptions, RenderResult, SceneResult, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 
@@ -139,7 +139,7 @@ def test_failed_scene_lines_name_the_scene_once_and_the_job(
         SceneResult("s01", "failed", error="WaveSpeedAI: connection lost", job_id="j-2"),
         SceneResult("s02", "skipped", error="needs s01, which failed"),
     )
-    monkeypatch.setattr(execute, "render", lambda board, options: RenderResult(results))
+    monkeypatch.setattr(rendering, "render", lambda board, options: RenderResult(results))
     out = CliRunner().invoke(cli.main, ["render", "--quiet", str(spec)])
     assert out.exit_code == 1
     assert [line for line in out.output.splitlines() if line.startswith("error:")] == [

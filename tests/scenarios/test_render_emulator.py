@@ -18,7 +18,7 @@ from support.emulator_fixture import provider_env
 from hailuo_emulator import Emulator
 from hailuo_pipe.errors import AdoptRefused, BudgetExceeded, ConfigError
 from hailuo_pipe.plan import make_plan
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 
@@ -137,7 +137,7 @@ def test_missing_clip_is_downloaded_again_not_regenerated(write_spec, emulator: 
     render(load_storyboard(spec), opts(emulator))
     (spec.parent / "renders/graph/leaf.mp4").unlink()
     plan = make_plan(load_storyboard(spec), Lockfile.load(spec.with_suffix(".lock"), "graph"))
-    assert plan.step("leaf").action == "fetch" and plan.cost == 0
+    assert plan.step("leaf").action == "download" and plan.cost == 0
     result = render(load_storyboard(spec), opts(emulator))
     assert outcomes(result)["leaf"] == "fetched"
     assert sum(paid(emulator).values()) == 5

@@ -19,7 +19,7 @@ from support.emulator_fixture import provider_env
 from hailuo_emulator import Emulator
 from hailuo_pipe import media
 from hailuo_pipe.providers.runware import RunwareProvider
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 
@@ -191,7 +191,7 @@ def test_a_shared_cache_filled_by_an_older_version_is_still_a_hit(
         env=env, capture_output=True, text=True, timeout=120,
     )
     steps = json.loads(plan.stdout)["steps"]
-    assert {s["action"] for s in steps} == {"fetch"}, steps
+    assert {s["action"] for s in steps} == {"pull"}, steps
     done = subprocess.run(
         [sys.executable, "-m", "hailuo_pipe", "render", "--json", str(fresh / "story.yaml")],
         env=env, capture_output=True, text=True, timeout=120,

@@ -28,17 +28,15 @@ def entry(**kw: object) -> Entry:
 
 def test_round_trip_is_deterministic(tmp_path: Path) -> None:
     lock = Lockfile(tmp_path / "s.lock", "s")
-    lock.put("b", entry())
-    lock.put(
-        "a",
-        entry(
-            state="done",
-            output=FileRecord("renders/s/a.mp4", "ff", 10),
-            frames={"last": FileRecord("renders/s/a.last.png", "ee", 3)},
-            cost=0.23,
-            seed=7,
-        ),
+    lock.scenes["b"] = entry()
+    lock.scenes["a"] = entry(
+        state="done",
+        output=FileRecord("renders/s/a.mp4", "ff", 10),
+        frames={"last": FileRecord("renders/s/a.last.png", "ee", 3)},
+        cost=0.23,
+        seed=7,
     )
+    lock.save()
     text = lock.path.read_text()
     assert list(json.loads(text)["scenes"]) == ["a", "b"]
     again = Lockfile.load(lock.path, "s")
@@ -129,6 +127,7 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     import asyncio
 
     from hailuo_pipe.state import lockfile
+
     lock = Lockfile(tmp_path / "s.lock", "s")
     writes: list[set[str]] = []
     real = lockfile.write_lockfile
@@ -143,7 +142,7 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
 
     async def many(prefix: str) -> list[object]:
         writer = lockfile.GroupWriter(lock)
-        puts = [writer.put(f"{prefix}{i}", entry()) for i in range(20)]
+        puts = [writer.transition(f"{prefix}{i}", "resumed", entry()) for i in range(20)]
         return await asyncio.gather(*puts, return_exceptions=True)
 
     fail = False

@@ -195,9 +195,9 @@ def cli_main(args: list[str]) -> None:
     """`hailuo-pipe ARGS`, the real command, with a shorter read timeout and retry waits."""
     from dataclasses import replace
 
+    import hailuo_pipe.render as rendering
     from hailuo_pipe import __main__
     from hailuo_pipe.providers.http import HostedProvider
-    from hailuo_pipe.render import run as execute
 
     timeout = float(os.environ.get("FAULT_PROXY_HTTP_TIMEOUT", HTTP_TIMEOUT))
     scale = float(os.environ.get("FAULT_PROXY_RETRY_SCALE", RETRY_SCALE))
@@ -205,8 +205,8 @@ def cli_main(args: list[str]) -> None:
     HostedProvider.retry_policy = replace(
         policy, base_delay=policy.base_delay * scale, max_delay=policy.max_delay * scale
     )
-    real = execute.render
-    execute.render = lambda board, opts: real(board, replace(opts, http_timeout=timeout))
+    real = rendering.render
+    rendering.render = lambda board, opts: real(board, replace(opts, http_timeout=timeout))
     sys.argv = ["hailuo-pipe", *args]
     __main__.entry()
 

@@ -505,7 +505,7 @@ def converge(
     Between rounds, parked scenes are settled the README's way (`dashboard`, with the jobs
     some lockfile recorded ignored); nothing else is ever resent.
     """
-    from hailuo_pipe.render.run import RenderOptions, render
+    from hailuo_pipe.render import RenderOptions, render
     from hailuo_pipe.validate import load_storyboard
 
     out = Converged()
