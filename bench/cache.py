@@ -3,9 +3,10 @@
     .venv/bin/python bench/cache.py [--clips 200] [--workers 16] [--url s3://bucket/prefix]
 
 Without --url it runs against both a moto S3 server on loopback (tests/support/s3_fixture.py,
-started as a subprocess) and a file:// folder. Each entry is a real H.264 MP4 (~300 KB, made once with
-hailuo_pipe.media.synthetic_clip) plus first/last PNGs, under 200 different fingerprints. The
-pull goes into a fresh folder through a thread pool, verifying every file's sha256 and size.
+started as a subprocess) and a file:// folder. Each entry is a real H.264 MP4 (~300 KB, made
+once with hailuo_pipe.media.synthetic_clip) plus first/last PNGs, under 200 different
+fingerprints. The pull goes into a fresh folder through a thread pool, verifying every file's
+sha256 and size.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hailuo_pipe.cache import Cache, CachedResult, open_cache, pull_many
+from hailuo_pipe.cache import Cache, CachedResult, open_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -63,7 +64,7 @@ def run(label: str, cache: Cache, scene: dict[str, Path], clips: int, workers: i
             for i in range(clips)
         }
         t0 = time.perf_counter()
-        got = pull_many(cache, wanted, workers=workers)
+        got = cache.pull_many(wanted, workers=workers)
         pull_s = time.perf_counter() - t0
         failed = [fp for fp, r in got.items() if not isinstance(r, CachedResult)]
         if failed:
