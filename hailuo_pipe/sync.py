@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -141,7 +141,7 @@ def _local(provider: str) -> bool:
 
 
 def push_lockfile(
-    base: Path, lock: Lockfile, cache: Cache, scene_ids: Collection[str], *, workers: int = 8
+    base: Path, lock: Lockfile, cache: Cache, scene_ids: Collection[str]
 ) -> list[SyncOutcome]:
     """Push the done scenes `scene_ids` of a lockfile (`base`: its spec's folder) whose files
     are present and match it: a file changed since it was recorded is never pushed."""
@@ -168,7 +168,8 @@ def push_lockfile(
         for sid, entry in sorted(lock.scenes.items())
         if entry.state == "done" and entry.output is not None and sid in scene_ids
     ]
-    return _each(todo, workers, one)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda item: one(*item), todo))
 
 
 def _records_of(entry: Entry) -> dict[str, FileRecord]:
@@ -176,17 +177,10 @@ def _records_of(entry: Entry) -> dict[str, FileRecord]:
     return records | {k: v for k, v in entry.frames.items() if k in OBJECTS}
 
 
-def _each(
-    todo: Sequence[tuple[str, Entry]], workers: int, one: Callable[[str, Entry], SyncOutcome]
-) -> list[SyncOutcome]:
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda item: one(*item), todo))
-
-
 # -- pull -------------------------------------------------------------------------------------
 
 
-def scene_files(board: Storyboard, scene_id: str) -> dict[str, Path]:
+def _scene_files(board: Storyboard, scene_id: str) -> dict[str, Path]:
     """Where a render puts a scene's clip and frames (as `render.run` does)."""
     return {
         "clip": board.render_dir / f"{scene_id}.mp4",
@@ -195,7 +189,7 @@ def scene_files(board: Storyboard, scene_id: str) -> dict[str, Path]:
     }
 
 
-def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[SyncOutcome]:
+def pull_board(cache: Cache, board: Storyboard) -> list[SyncOutcome]:
     """Fetch every scene the plan would fetch from the cache and record it in the lockfile,
     under the lockfile's lock as a render does; nothing is submitted anywhere. Scenes that are
     out of date but not in the cache come back as `missing`, saying what a render would do."""
@@ -218,9 +212,9 @@ def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[Sy
                     )
                 )
                 continue
-            files = scene_files(board, step.scene.id)
+            files = _scene_files(board, step.scene.id)
             wanted[step.fingerprint] = {n: p for n, p in files.items() if n in step.cached.files}
-        got = cache.pull_many(wanted, workers=workers)
+        got = cache.pull_many(wanted)
         for step in plan.steps:
             result = got.get(step.fingerprint or "")
             if result is None or step.request is None or step.fingerprint is None:
@@ -248,7 +242,7 @@ def _with_frames(entry: Entry, board: Storyboard, scene_id: str, base: Path) -> 
     """An entry pushed without its frames gets them extracted here, as a render would."""
     if set(entry.frames) >= {"first", "last"}:
         return entry
-    files = scene_files(board, scene_id)
+    files = _scene_files(board, scene_id)
     missing = {which: files[which] for which in ("first", "last") if which not in entry.frames}
     try:
         made = frame_records(files["clip"], missing, base)

@@ -230,7 +230,7 @@ class Entries:
                 entries.setdefault(parts[1], {})[parts[2]] = modified
         return entries
 
-    def ls(self, *, workers: int = 16) -> list[CachedResult]:
+    def ls(self) -> list[CachedResult]:
         """Every complete entry, sorted by fingerprint (malformed ones are skipped)."""
         complete = [h for h, objs in self._entries().items() if META in objs]
 
@@ -242,7 +242,7 @@ class Entries:
                     return None
                 raise
 
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=16) as pool:
             return [r for r in pool.map(one, sorted(complete)) if r is not None]
 
     def _remove_entries(
