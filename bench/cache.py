@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from hailuo_pipe.cache import Cache, CachedResult, open_cache, pull_many
+from hailuo_pipe.cache import Cache, CachedResult, open_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
@@ -64,7 +64,7 @@ def run(label: str, cache: Cache, scene: dict[str, Path], clips: int, workers: i
             for i in range(clips)
         }
         t0 = time.perf_counter()
-        got = pull_many(cache, wanted, workers=workers)
+        got = cache.pull_many(wanted, workers=workers)
         pull_s = time.perf_counter() - t0
         failed = [fp for fp, r in got.items() if not isinstance(r, CachedResult)]
         if failed:

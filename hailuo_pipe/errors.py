@@ -94,6 +94,43 @@ class CutNotReady(HailuoPipeError):
     """Some scene of the cut's sequence has no finished clip yet."""
 
 
+# The shared result cache
+
+
+class CacheError(HailuoPipeError):
+    """The cache cannot be reached, refuses us, or holds something inconsistent."""
+
+
+class LeaseHeld(CacheError):
+    """Someone else is generating this scene right now (and their lease has not expired). Also
+    how a lease is described for display, expired or not (`Cache.lease_of`, `Cache.leases`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fingerprint: str,
+        holder: str,
+        since: float,
+        expires: float,
+        job_id: str | None = None,
+        provider: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.fingerprint = fingerprint
+        self.holder = holder
+        self.since = since
+        self.expires = expires
+        self.job_id = job_id
+        self.provider = provider
+        self.key = key
+        super().__init__(message)
+
+
+class LeaseLost(CacheError):
+    """Our lease expired and someone else took it over (or it was removed)."""
+
+
 # Provider errors: the small vocabulary every adapter maps its API's errors onto.
 
 

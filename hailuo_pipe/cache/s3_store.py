@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hailuo_pipe.cache import CacheError, PreconditionFailed
-from hailuo_pipe.errors import ConfigError, SettingError
+from hailuo_pipe.cache.store import PreconditionFailed
+from hailuo_pipe.errors import CacheError, ConfigError, SettingError
 
 try:
     import boto3

@@ -678,7 +678,7 @@ def _boards(
 
 
 def _open_cache(cache_url: str | None, boards: list[tuple[Storyboard, Lockfile]]) -> Cache:
-    from hailuo_pipe.render.shared import open_url, resolve_url
+    from hailuo_pipe.sync import open_url, resolve_url
 
     return open_url(resolve_url(cache_url, [b for b, _ in boards], os.environ), os.environ)
 
@@ -734,7 +734,7 @@ def cache_ls(
     as_json: bool,
 ) -> None:
     """List the cache's entries and leases; with SPEC, mark the entries its scenes use."""
-    from hailuo_pipe.render.shared import list_cache
+    from hailuo_pipe.sync import list_cache
 
     boards = _boards((spec,) if spec else (), variables, provider)
     cache = _open_cache(cache_url, boards)
@@ -812,7 +812,7 @@ def cache_push(
     as_json: bool,
 ) -> None:
     """Push every finished scene of the lockfiles that the cache does not have yet."""
-    from hailuo_pipe.render.shared import push_boards
+    from hailuo_pipe.sync import push_boards
 
     boards = _boards(specs, variables, provider)
     cache = _open_cache(cache_url, boards)
@@ -838,7 +838,7 @@ def cache_pull(
 ) -> None:
     """Fetch every out-of-date scene the cache has into this working copy and record it in
     the lockfile. Nothing is submitted anywhere."""
-    from hailuo_pipe.render.shared import pull_board
+    from hailuo_pipe.sync import pull_board
 
     boards = _boards(specs, variables, provider)
     cache = _open_cache(cache_url, boards)
@@ -876,7 +876,7 @@ def cache_gc(
 ) -> None:
     """Delete every entry that none of SPECS (as they are now, and their lockfiles) uses,
     and every expired lease."""
-    from hailuo_pipe.render.shared import gc_cache
+    from hailuo_pipe.sync import gc_cache
 
     boards = _boards(specs, variables, provider)
     cache = _open_cache(cache_url, boards)

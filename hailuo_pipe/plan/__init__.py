@@ -228,8 +228,9 @@ def make_plan(
                 step = _from_cache(step, lookup, legacy_of(scene, frames))
             steps.append(step)
             if step.cached is not None:
-                for which, record in step.cached.files.items():
-                    if which != "clip":
+                for which, rec in step.cached.files.items():
+                    if which != "clip":  # known by its hashes; `path` names the cache's object
+                        record = FileRecord(rec.path, rec.sha256, rec.size, rec.pixels)
                         frames[(scene_id, which)] = FrameSource(record)
             elif step.action in KEEPS_CLIP and step.entry is not None:
                 for which, source in frame_sources(base, step.entry).items():

@@ -1,5 +1,5 @@
-"""How a render uses the shared result cache (`cache.py`): look up, claim, resume, push; and
-the chores behind `hailuo-pipe cache ls|push|pull|gc`.
+"""How a render uses the shared result cache (`hailuo_pipe.cache`): look up, claim, resume,
+push; and the conversions between a lockfile entry and a cache entry (`sync.py` uses them too).
 
 The cache's client is synchronous (boto3); the executor is asyncio. Every call a render makes
 here runs in a worker thread so polling other scenes goes on meanwhile.
@@ -12,31 +12,15 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hailuo_pipe import providers
-from hailuo_pipe.cache import (
-    Cache,
-    CachedResult,
-    CacheError,
-    Lease,
-    LeaseHeld,
-    LeaseLost,
-    SyncOutcome,
-    default_holder,
-    files_of,
-    meta_of,
-    open_cache,
-    pull_many,
-    push_lockfile,
-)
-from hailuo_pipe.errors import ConfigError, MediaError, SettingError
-from hailuo_pipe.plan import make_plan
+from hailuo_pipe.cache import OBJECTS, Cache, CachedResult, Lease, default_holder, open_cache
+from hailuo_pipe.errors import CacheError, LeaseHeld, LeaseLost, SettingError
 from hailuo_pipe.plan.fingerprint import SCHEME
-from hailuo_pipe.state.lockfile import Entry, FileRecord, Lockfile, exclusive, iso, now
+from hailuo_pipe.state.lockfile import Entry, FileRecord, iso
 from hailuo_pipe.storyboard.images import sha256_file
 from hailuo_pipe.storyboard.model import Storyboard
 
@@ -183,8 +167,8 @@ class Shared:
             await asyncio.to_thread(lease.release)
 
     async def push(self, base: Path, entry: Entry) -> None:
-        meta = meta_of(entry) | {"fingerprint": entry.fingerprint}
-        await asyncio.to_thread(self.cache.push, entry.fingerprint, files_of(base, entry), meta)
+        files, meta = files_of(base, entry), meta_of(entry)
+        await asyncio.to_thread(self.cache.push, entry.fingerprint, files, meta)
 
 
 def waiting_text(held: LeaseHeld) -> str:
@@ -228,171 +212,30 @@ def entry_from_cache(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# The chores behind `hailuo-pipe cache ls|push|pull|gc`
+def files_of(base: Path, entry: Entry) -> dict[str, Path]:
+    """clip/first/last -> absolute path of a done lockfile entry's files (`base`: the spec's
+    folder), as the cache takes them on a push."""
+    files: dict[str, Path] = {}
+    if entry.output is not None:
+        files["clip"] = base / entry.output.path
+    for which, record in entry.frames.items():
+        if which in OBJECTS:
+            files[which] = base / record.path
+    return files
 
 
-def resolve_url(
-    explicit: str | None, boards: Sequence[Storyboard], environ: Mapping[str, str]
-) -> str:
-    """The cache a chore works on: `--cache URL`, else HAILUO_PIPE_CACHE, else the storyboards'
-    `cache:` (which must agree). ConfigError when there is none."""
-    if explicit:
-        return explicit
-    urls = list(dict.fromkeys(u for b in boards if (u := cache_url(b, environ)) is not None))
-    if len(urls) > 1:
-        raise ConfigError(
-            f"the storyboards name different caches ({', '.join(urls)}); pick one with --cache"
-        )
-    if not urls:
-        named = f"{', '.join(b.path.name for b in boards)} declares" if boards else "no storyboard"
-        raise ConfigError(
-            f"no cache: {named} no `cache:`; pass --cache s3://BUCKET/PREFIX (or file:///PATH) "
-            f"or set {ENV_URL}"
-        )
-    return urls[0]
-
-
-def open_url(url: str, environ: Mapping[str, str]) -> Cache:
-    cache = open_cache(url, environ)
-    cache.check()
-    return cache
-
-
-class _Listing(Cache):
-    """A cache whose lookups are answered from one listing: planning many scenes then costs
-    one LIST, not a GET per scene."""
-
-    def __init__(self, cache: Cache, entries: Sequence[CachedResult]) -> None:
-        super().__init__(cache.store)
-        self._by_fp = {e.fingerprint: e for e in entries}
-
-    def lookup(self, fingerprint: str) -> CachedResult | None:
-        return self._by_fp.get(fingerprint)
-
-
-def current_fingerprints(
-    board: Storyboard, lock: Lockfile, cache: Cache | None = None
-) -> dict[str, str]:
-    """fingerprint -> scene id of the storyboard as it is now. A scene chained to a frame is
-    known once that frame is: rendered here, or in the cache (`cache`)."""
-    plan = make_plan(board, lock, cache=cache)
-    return {s.fingerprint: s.scene.id for s in plan.steps if s.fingerprint is not None}
-
-
-@dataclass(frozen=True)
-class Listed:
-    entry: CachedResult
-    scenes: tuple[str, ...]  # "spec.yaml:scene" of the given storyboards that use it
-
-    @property
-    def size(self) -> int:
-        return sum(rec.size for rec in self.entry.files.values())
-
-    def to_json(self) -> dict[str, Any]:
-        return self.entry.to_json() | {"size": self.size, "used_by": list(self.scenes)}
-
-
-def list_cache(
-    cache: Cache, boards: Sequence[tuple[Storyboard, Lockfile]] = ()
-) -> tuple[list[Listed], list[LeaseHeld]]:
-    """Every entry (marked with the scenes of `boards` that use it) and every lease."""
-    entries = cache.ls()
-    listing = _Listing(cache, entries)
-    users: dict[str, list[str]] = {}
-    for board, lock in boards:
-        for fp, scene_id in current_fingerprints(board, lock, listing).items():
-            users.setdefault(fp, []).append(f"{board.path.name}:{scene_id}")
-    listed = [Listed(e, tuple(users.get(e.fingerprint, ()))) for e in entries]
-    return listed, cache.leases()
-
-
-def push_boards(
-    cache: Cache, boards: Sequence[tuple[Storyboard, Lockfile]]
-) -> list[tuple[Storyboard, SyncOutcome]]:
-    """Push every done scene of the lockfiles that the cache lacks (idempotent). Scenes of the
-    free local provider are left out: rendering them again costs nothing."""
-    out = []
-    for board, lock in boards:
-        hosted = {sid for sid, e in lock.scenes.items() if not _local(e.provider)}
-        for outcome in push_lockfile(board.path.parent, lock, cache, scene_ids=hosted):
-            out.append((board, outcome))
-    return out
-
-
-def _local(provider: str) -> bool:
-    return provider in providers.PROVIDER_NAMES and providers.get(provider).local
-
-
-def scene_files(board: Storyboard, scene_id: str) -> dict[str, Path]:
-    """Where a render puts a scene's clip and frames (as `execute` does)."""
+def meta_of(entry: Entry) -> dict[str, Any]:
+    """The meta.json fields of a lockfile entry (never a secret: the lockfile holds none)."""
     return {
-        "clip": board.render_dir / f"{scene_id}.mp4",
-        "first": board.render_dir / f"{scene_id}.first.png",
-        "last": board.render_dir / f"{scene_id}.last.png",
+        "fingerprint": entry.fingerprint,
+        "pixels": {k: v.pixels for k, v in entry.frames.items() if v.pixels} or None,
+        "provider": entry.provider,
+        "job_id": entry.job_id,
+        "cost": entry.cost,
+        "seed": entry.seed,
+        "request": entry.request,  # a list for some providers (Runware)
+        "finished_at": entry.finished_at,
     }
-
-
-def pull_board(cache: Cache, board: Storyboard, *, workers: int = 16) -> list[SyncOutcome]:
-    """Fetch every scene the plan would fetch from the cache and record it in the lockfile,
-    under the lockfile's lock as a render does; nothing is submitted anywhere. Scenes that are
-    out of date but not in the cache come back as `missing`, saying what a render would do."""
-    with exclusive(board.lock_path):
-        lock = Lockfile.load(board.lock_path, board.name)
-        plan = make_plan(board, lock, cache=_Listing(cache, cache.ls()))
-        base = board.path.parent
-        outcomes: list[SyncOutcome] = []
-        wanted: dict[str, dict[str, Path]] = {}
-        for step in plan.steps:
-            if step.action == "reuse":
-                continue
-            if step.cached is None or step.fingerprint is None:
-                outcomes.append(
-                    SyncOutcome(
-                        step.scene.id,
-                        step.fingerprint or "",
-                        "missing",
-                        f"render would {step.action} it: {step.reason}",
-                    )
-                )
-                continue
-            files = scene_files(board, step.scene.id)
-            wanted[step.fingerprint] = {n: p for n, p in files.items() if n in step.cached.files}
-        got = pull_many(cache, wanted, workers=workers)
-        for step in plan.steps:
-            result = got.get(step.fingerprint or "")
-            if result is None or step.request is None or step.fingerprint is None:
-                continue
-            if isinstance(result, CacheError):
-                outcomes.append(SyncOutcome(step.scene.id, step.fingerprint, "error", str(result)))
-                continue
-            dests = wanted[step.fingerprint]
-            entry = entry_from_cache(
-                result,
-                step.fingerprint,
-                "cache",
-                step.request.body,
-                {n: os.path.relpath(p, base) for n, p in dests.items()},
-                now(),
-            )
-            lock.scenes[step.scene.id] = _with_frames(entry, board, step.scene.id, base)
-            outcomes.append(SyncOutcome(step.scene.id, step.fingerprint, "pulled"))
-        if got:
-            lock.save()
-    return sorted(outcomes, key=lambda o: o.scene_id)
-
-
-def _with_frames(entry: Entry, board: Storyboard, scene_id: str, base: Path) -> Entry:
-    """An entry pushed without its frames gets them extracted here, as a render would."""
-    if set(entry.frames) >= {"first", "last"}:
-        return entry
-    files = scene_files(board, scene_id)
-    missing = {which: files[which] for which in ("first", "last") if which not in entry.frames}
-    try:
-        made = frame_records(files["clip"], missing, base)
-    except MediaError as err:
-        raise MediaError(f"{scene_id}: the cached clip is not readable ({err})") from None
-    return replace(entry, frames={**entry.frames, **made})
 
 
 def frame_records(clip: Path, pngs: Mapping[str, Path], base: Path) -> dict[str, FileRecord]:
@@ -407,24 +250,3 @@ def frame_records(clip: Path, pngs: Mapping[str, Path], base: Path) -> dict[str,
         )
         for which, png in pngs.items()
     }
-
-
-def gc_cache(
-    cache: Cache,
-    boards: Sequence[tuple[Storyboard, Lockfile]],
-    *,
-    dry_run: bool = False,
-    grace: float = 3600.0,
-) -> tuple[list[str], list[LeaseHeld]]:
-    """Delete every entry that neither the storyboards' current scenes nor their lockfiles
-    refer to, and every expired lease: (fingerprints removed, expired leases removed). With
-    `dry_run`, what would be."""
-    listing = _Listing(cache, cache.ls())
-    keep: set[str] = set()
-    for board, lock in boards:
-        keep |= set(current_fingerprints(board, lock, listing))
-        keep |= {e.fingerprint for e in lock.scenes.values()}
-    now_ = time.time()
-    expired = [held for held in cache.leases() if held.expires <= now_]
-    removed = cache.gc(keep, dry_run=dry_run, grace=grace)
-    return removed, expired

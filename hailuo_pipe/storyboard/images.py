@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -16,6 +15,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+# the one streaming hash loop; it sits with the cache, which may import nothing from here
+from hailuo_pipe.cache.records import file_digest
 from hailuo_pipe.paths import PathRefused, read_regular
 from hailuo_pipe.state.lockfile import atomic_write
 
@@ -79,16 +80,6 @@ def check(path: Path, shown: str = "") -> ImageFacts:
     if st.st_size > MAX_BYTES:
         raise ImageProblem(f"{path.name} is {st.st_size / 1e6:.1f} MB; the limit is 20 MB")
     return _inspect(path, st.st_size, st.st_mtime_ns)
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """(sha256 hex, size) of a file as it is now, read in 1 MiB blocks; nothing memoised."""
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
 
 
 @lru_cache(maxsize=4096)

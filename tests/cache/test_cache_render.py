@@ -295,6 +295,13 @@ def test_cache_commands_push_ls_pull_gc(s3: Setup, emulator: Emulator, tmp_path:
     assert hashes(b) == hashes(a)
     assert {s["action"] for s in cli("plan", str(b), env=env)["steps"]} == {"reuse"}
     assert cli("cache", "pull", "--cache", url, str(b), env=env)["scenes"] == []
+    # a clip lost from a working copy comes back from the cache, verified, still for nothing
+    left = Lockfile.load(b.with_suffix(".lock"), "shared").scenes["left"]
+    assert left.output is not None
+    (b.parent / left.output.path).unlink()
+    again = cli("cache", "pull", "--cache", url, str(b), env=env)["scenes"]
+    assert [(s["scene"], s["status"]) for s in again] == [("left", "pulled")]
+    assert hashes(b) == hashes(a) and len(emulator.requests()) == seen
 
     # something no storyboard uses, and a lease whose holder is gone
     cache = open_cache(url, cache_env)
@@ -392,10 +399,7 @@ def hashes_so_far(spec: Path) -> set[str]:
 def test_plan_looks_the_cache_up_at_once_and_again_below_a_hit(write_spec) -> None:
     """Twelve scenes cost about one round trip's wait, not twelve; a scene chained to a hit gets
     its fingerprint from the cached frame, and that one is looked up too."""
-    from hailuo_pipe.cache import CachedResult
-    from hailuo_pipe.plan import make_plan
-    from hailuo_pipe.state.lockfile import FileRecord, Lockfile
-    from hailuo_pipe.validate import load_storyboard
+    from hailuo_pipe.cache import CachedResult, ObjectRecord
 
     scenes = "".join(
         f'  - id: s{i:02d}\n    prompt: "[Static shot] {i}"\n'
@@ -416,7 +420,7 @@ def test_plan_looks_the_cache_up_at_once_and_again_below_a_hit(write_spec) -> No
         "job-0",
         0.28,
         1,
-        {"last": FileRecord("last.png", "ab" * 32, 9, "pixels:" + "cd" * 32)},
+        {"last": ObjectRecord("last.png", "ab" * 32, 9, "pixels:" + "cd" * 32)},
     )
 
     class Slow:

@@ -1,5 +1,5 @@
-"""Shared-cache leases that must hold while a job runs: the TTL setting, and a lease whose job
-cannot be recorded in it. A second copy of the storyboard must never pay again meanwhile."""
+"""Leases on both backends: exactly one of racing claimers wins, a job recorded in a lease
+survives its holder, and a lost lease is noticed."""
 
 from __future__ import annotations
 
@@ -7,217 +7,120 @@ import os
 import signal
 import subprocess
 import sys
-import threading
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from support.emulator_fixture import provider_env
+from support.caches import META, Opener, fp, race
 
-from hailuo_emulator import Emulator
-from hailuo_pipe.cache import Cache, CacheError, FileStore, Lease, LeaseHeld
-from hailuo_pipe.cache.s3_store import open_s3_store
-from hailuo_pipe.errors import SettingError
-from hailuo_pipe.plan import make_plan
-from hailuo_pipe.render import Event, RenderOptions, render
-from hailuo_pipe.render import shared as sharing
-from hailuo_pipe.render.shared import lease_ttl
-from hailuo_pipe.state.lockfile import Lockfile
-from hailuo_pipe.validate import load_storyboard
-
-SPEC = """
-version: 1
-name: leased
-scenes:
-  - id: s1
-    provider: wavespeed
-    prompt: "[Static shot] a lighthouse"
-    image: https://example.com/lighthouse.jpg
-"""
+from hailuo_pipe.cache import CachedResult, Lease, LeaseHeld, LeaseLost, open_cache
 
 
-@pytest.mark.parametrize("raw", ["0", "-5", "nan", "inf", "-inf", "abc", "29", "1e12", "86401"])
-def test_a_bad_lease_ttl_is_a_usage_error_before_anything_is_sent(
-    raw: str, write_spec, tmp_path: Path, emulator: Emulator
-) -> None:
-    spec = write_spec(SPEC)
-    env = {
-        **os.environ,
-        **provider_env(emulator),
-        "HAILUO_PIPE_CACHE": (tmp_path / "cache").as_uri(),
-        "HAILUO_PIPE_LEASE_TTL": raw,
-    }
-    run = subprocess.run(
-        [sys.executable, "-m", "hailuo_pipe", "render", str(spec)],
-        env=env,
-        capture_output=True,
+def test_racing_acquirers_exactly_one_wins(opener: Opener):
+    caches = [opener() for _ in range(6)]
+    for round_ in range(4):
+        key = fp(f"r{round_}")
+        results = race(6, lambda i, key=key: caches[i].acquire(key, f"w{i}@h:{i}", ttl=30))
+        winners = [r for r in results if isinstance(r, Lease)]
+        assert len(winners) == 1, results
+        held = [r for r in results if isinstance(r, LeaseHeld)]
+        assert len(held) == 5
+        assert all(h.holder == winners[0].holder for h in held)
+
+
+def test_lease_record_renew_release(opener: Opener):
+    cache = opener()
+    lease = cache.acquire(fp(20), "me@h:1", ttl=30, provider="runware")
+    lease.record_job("job-9", "key-9")
+    lease.renew()
+    with pytest.raises(LeaseHeld) as info:
+        opener().acquire(fp(20), "you@h:2", ttl=30)
+    assert (info.value.holder, info.value.job_id, info.value.key) == ("me@h:1", "job-9", "key-9")
+    assert info.value.provider == "runware"
+    assert "me@h:1" in str(info.value)
+    assert lease.release()
+    again = opener().acquire(fp(20), "you@h:2", ttl=30)
+    assert again.job_id is None and not again.resumed
+    assert again.release()
+    assert cache.lease_of(fp(20)) is None
+
+
+def test_a_renewed_lease_is_not_taken_over(opener: Opener):
+    lease = opener().acquire(fp(22), "slow@h:1", ttl=0.5)
+    for _ in range(3):
+        time.sleep(0.25)
+        lease.renew()
+    with pytest.raises(LeaseHeld):
+        opener().acquire(fp(22), "eager@h:2", ttl=30)
+    assert lease.release()
+
+
+def test_lost_lease_is_noticed(opener: Opener):
+    mine = opener().acquire(fp(21), "slow@h:1", ttl=0.2)
+    time.sleep(0.3)
+    theirs = opener().acquire(fp(21), "fast@h:2", ttl=30)
+    assert theirs.previous_holder == "slow@h:1"
+    with pytest.raises(LeaseLost, match="fast@h:2"):
+        mine.record_job("job-late", "key-late")
+    with pytest.raises(LeaseLost):
+        mine.renew()
+    assert not mine.release()  # not ours any more: left alone
+    assert opener().lease_of(fp(21)).holder == "fast@h:2"  # type: ignore[union-attr]
+
+
+def test_a_claim_finds_the_result_and_takes_no_lease(opener: Opener, scene: dict[str, Path]):
+    cache = opener()
+    cache.push(fp(23), scene, META)
+    got = opener().claim(fp(23), "late@h:2", ttl=30)
+    assert isinstance(got, CachedResult) and got.job_id == "job-1"
+    assert cache.leases() == []
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from hailuo_pipe.cache import open_cache
+    url, fingerprint = sys.argv[1], sys.argv[2]
+    env = dict(a.split("=", 1) for a in sys.argv[3:])
+    lease = open_cache(url, env).acquire(fingerprint, None, ttl=1.0, provider="minimax")
+    lease.record_job("job-of-the-dead", "key-of-the-dead")
+    print(lease.holder, flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_expired_lease_of_a_killed_holder_is_taken_over_by_one(
+    backend: tuple[str, dict[str, str]],
+):
+    url, env = backend
+    caches = [open_cache(url, env) for _ in range(4)]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url, fp(30), *(f"{k}={v}" for k, v in env.items())],
+        stdout=subprocess.PIPE,
         text=True,
-        timeout=120,
     )
-    assert run.returncode == 2, run.stderr
-    assert run.stderr.strip() == (
-        "error: HAILUO_PIPE_LEASE_TTL must be a number of seconds from 30 to 86400 (1 day), "
-        f"not {raw!r}; unset it for the default 600 (nothing was submitted)"
-    )
-    assert "Traceback" not in run.stderr
-    assert emulator.requests() == []
-    assert not spec.with_suffix(".lock").exists()
-
-
-@pytest.mark.parametrize(("raw", "ttl"), [("", 600.0), ("30", 30.0), (" 90.5 ", 90.5)])
-def test_lease_ttl_in_range_is_taken(raw: str, ttl: float) -> None:
-    assert lease_ttl({"HAILUO_PIPE_LEASE_TTL": raw}) == ttl
-    assert lease_ttl({"HAILUO_PIPE_LEASE_TTL": "86400"}) == 86400.0
-
-
-@pytest.mark.parametrize("raw", ["0", "-1", "abc", "1e3", "100", "٣"])
-def test_aws_max_attempts_out_of_range_is_a_usage_error(raw: str) -> None:
-    pytest.importorskip("boto3")
-    env = {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_MAX_ATTEMPTS": raw}
-    with pytest.raises(SettingError, match="AWS_MAX_ATTEMPTS must be a whole number from 1 to 20"):
-        open_s3_store("bucket", "prefix", env)
-
-
-class _Flaky(FileStore):
-    """A folder cache whose lease object cannot be updated for `outage` seconds from the first
-    update tried (a submit's job id being recorded): a mount that briefly turned read-only."""
-
-    def __init__(self, root: Path, outage: float) -> None:
-        super().__init__(root)
-        self.outage = outage
-        self.broken_at: float | None = None
-        self.refused = 0
-
-    def put(
-        self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
-    ) -> str:
-        if key.startswith("leases/") and if_match is not None:
-            if self.broken_at is None:
-                self.broken_at = time.monotonic()
-            if time.monotonic() - self.broken_at < self.outage:
-                self.refused += 1
-                raise CacheError(f"{self.url}: permission denied while write {key}")
-        return super().put(key, data, if_none_match=if_none_match, if_match=if_match)
-
-
-def test_a_lease_whose_job_cannot_be_recorded_is_kept_and_records_it_later(
-    write_spec, tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = write_spec(SPEC)
-    root = tmp_path / "cache"
-    flaky = _Flaky(root, outage=1.2)
-    monkeypatch.setattr(sharing, "open_for", lambda board, environ: Cache(flaky))
-    monkeypatch.setattr(sharing, "lease_ttl", lambda environ: 3.0)  # renewed every second
-    emulator.configure(job_seconds=5.0)
-    board = load_storyboard(spec)
-    (step,) = make_plan(board, Lockfile.load(spec.with_suffix(".lock"), "leased")).steps
-    fingerprint = step.fingerprint or ""
-
-    # a second machine claims the same scene all along, as its render would
-    other = Cache(FileStore(root))
-    seen: list[LeaseHeld] = []
-    would_submit: list[Lease] = []
-    done = threading.Event()
-
-    def second_copy() -> None:
-        while other.lease_of(fingerprint) is None and not done.is_set():
-            time.sleep(0.02)  # B starts once A holds the scene
-        while not done.is_set():
-            try:
-                got = other.claim(fingerprint, "b@elsewhere:2", 3.0, provider="wavespeed")
-            except LeaseHeld as held:
-                seen.append(held)
-            else:
-                if isinstance(got, Lease):
-                    would_submit.append(got)
-                    got.release()
-                else:
-                    return  # A's pushed result: B fetches it, pays nothing
-            time.sleep(0.1)
-
-    b = threading.Thread(target=second_copy)
-    b.start()
     try:
-        result = render(board, RenderOptions(environ=provider_env(emulator)))
+        dead_holder = proc.stdout.readline().strip()  # type: ignore[union-attr]
+        assert dead_holder.endswith(f":{proc.pid}")
     finally:
-        done.set()
-        b.join(timeout=30)
-    (scene,) = result.results
-    assert scene.outcome == "rendered", scene
-    assert flaky.refused >= 2  # the job's record and at least one renewal were refused
-    assert would_submit == []  # the lease never lapsed nor was let go while the job ran
-    assert len(emulator.job_list()) == 1
-    # recorded on a later renewal: a taker would have resumed the job, not paid again
-    assert scene.job_id in {h.job_id for h in seen}
-    assert other.lookup(fingerprint) is not None
-
-
-def test_a_lease_whose_job_runs_on_after_the_render_stops_is_kept_for_a_taker(
-    write_spec, tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A render that stops polling (Ctrl-C) leaves its lease to lapse with the job in it: a
-    taker resumes that job. Releasing it would let the taker submit and pay again."""
-    spec = write_spec(SPEC)
-    root = tmp_path / "cache"
-    monkeypatch.setattr(sharing, "open_for", lambda board, environ: Cache(FileStore(root)))
-    monkeypatch.setattr(sharing, "lease_ttl", lambda environ: 3.0)
-    emulator.configure(job_seconds=30.0)
-    board = load_storyboard(spec)
-
-    def stop_when_running(event: Event) -> None:
-        if event.state in ("queued", "running"):
-            os.kill(os.getpid(), signal.SIGINT)
-
-    options = RenderOptions(environ=provider_env(emulator), on_event=stop_when_running)
-    result = render(board, options)
-    assert result.interrupted
-    lock = Lockfile.load(spec.with_suffix(".lock"), "leased")
-    entry = lock.scenes["s1"]
-    assert entry.state == "submitted"
-    (held,) = Cache(FileStore(root)).leases()
-    assert held.job_id == entry.job_id
-    time.sleep(max(0.0, held.expires - time.time()) + 0.1)
-    taken = Cache(FileStore(root)).claim(entry.fingerprint, "b@elsewhere:2", 3.0)
-    assert isinstance(taken, Lease) and taken.resumed and taken.job_id == entry.job_id
-
-
-def test_a_submission_of_unknown_fate_under_a_lease_parks_the_taker_too(
-    tmp_path: Path, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Copy A's submit loses its answer (a job was made): A parks the scene as unknown and keeps
-    the lease with the key in it; copy B, taking the lapsed lease, must park it too, not pay."""
-    root = tmp_path / "cache"
-    monkeypatch.setattr(sharing, "open_for", lambda board, environ: Cache(FileStore(root)))
-    monkeypatch.setattr(sharing, "lease_ttl", lambda environ: 1.0)
-    specs = []
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        specs.append(tmp_path / name / "story.yaml")
-        specs[-1].write_text(SPEC.lstrip("\n"), encoding="utf-8")
-    env = provider_env(emulator)
-    emulator.configure(drop={"count": 1})
-    first = render(load_storyboard(specs[0]), RenderOptions(environ=env))
-    assert first.results[0].outcome == "failed"
-    a = Lockfile.load(specs[0].with_suffix(".lock"), "leased").scenes["s1"]
-    assert a.state == "unknown"
-    (held,) = Cache(FileStore(root)).leases()
-    assert held.key == a.key and held.job_id is None
-    time.sleep(max(0.0, held.expires - time.time()) + 0.1)
-
-    second = render(load_storyboard(specs[1]), RenderOptions(environ=env))
-    (result,) = second.results
-    assert result.outcome == "failed"
-    assert "submitted it under the shared cache's lease and never learnt its fate" in (
-        result.error or ""
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    held = caches[0].lease_of(fp(30))
+    assert held is not None and (held.holder, held.job_id) == (dead_holder, "job-of-the-dead")
+    time.sleep(max(0.0, held.expires - time.time()) + 0.05)
+    results = race(4, lambda i: caches[i].acquire(fp(30), f"taker{i}@h:{i}", ttl=30))
+    winners = [r for r in results if isinstance(r, Lease)]
+    assert len(winners) == 1, results
+    lease = winners[0]
+    assert lease.resumed
+    assert (lease.job_id, lease.key, lease.provider) == (
+        "job-of-the-dead",
+        "key-of-the-dead",
+        "minimax",
     )
-    assert "--adopt s1=JOB" in (result.error or "")
-    b = Lockfile.load(specs[1].with_suffix(".lock"), "leased").scenes["s1"]
-    assert b.state == "unknown" and b.key == a.key
-    assert len(emulator.requests("submit")) == 1
-    assert len(emulator.job_list()) == 1
-
-    # B's user found nothing and asks for a new submission: that one is sent
-    time.sleep(1.1)
-    third = render(load_storyboard(specs[1]), RenderOptions(environ=env, resubmit={"s1"}))
-    assert third.results[0].outcome == "rendered", third
-    assert len(emulator.job_list()) == 2
+    assert lease.previous_holder == dead_holder
+    assert all(
+        isinstance(r, LeaseHeld) and r.holder == lease.holder for r in results if r is not lease
+    )
