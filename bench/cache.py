@@ -4,8 +4,8 @@
 
 Without --url it runs against both a moto S3 server on loopback
 (tests/support/s3_fixture.py, started as a subprocess) and a file:// folder. Each entry is a
-real H.264 MP4 (~300 KB, made once with hailuo_pipe.media.synthetic_clip) plus first/last
-PNGs, under 200 different fingerprints. The pull goes into a fresh folder through a thread
+real H.264 MP4 (~300 KB, made once with hailuo_emulator.synthetic) plus first/last PNGs,
+under 200 different fingerprints. The pull goes into a fresh folder through a thread
 pool, verifying every file's sha256 and size.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from hailuo_emulator.synthetic import synthetic_clip
 from hailuo_pipe.cache import Cache, CachedResult, open_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -30,12 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def make_scene(folder: Path) -> dict[str, Path]:
     clip = folder / "clip.mp4"
-    try:
-        from hailuo_pipe.media import synthetic_clip
-
-        synthetic_clip(clip, width=640, height=360, seconds=1.0, seed=1, min_bytes=300_000)
-    except ImportError:  # media.py not there: a stand-in of the same size
-        clip.write_bytes(os.urandom(300_000))
+    synthetic_clip(clip, width=640, height=360, seconds=1.0, seed=1, min_bytes=300_000)
     files = {"clip": clip}
     for which, colour in (("first", (40, 80, 120)), ("last", (200, 120, 60))):
         png = folder / f"{which}.png"

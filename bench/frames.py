@@ -3,7 +3,7 @@
     .venv/bin/python bench/frames.py [--dir DIR] [--runs 5] [--testsrc2]
 
 Builds the clip with PyAV's libx264 at x264's default settings (B-frames, CABAC) with one
-keyframe, times `media.extract_frame(clip, "last", ...)` (best of N, runs interleaved) against
+keyframe, times `media.extract_frames(clip, {"last": ...})` (best of N, runs interleaved) against
 `ffmpeg -sseof -1 -i clip.mp4 -update 1 last.png` when the `ffmpeg` CLI is installed, and checks
 that our PNG is bit-identical to the last frame of a full decode. `--testsrc2` also runs the
 comparison on the clip the issue describes, made by the ffmpeg CLI from its testsrc2 source.
@@ -23,6 +23,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
+from hailuo_emulator.synthetic import synthetic_clip
 from hailuo_pipe import media
 
 ONE_KEYFRAME = {"g": "1000", "x264-params": "scenecut=0"}
@@ -73,8 +74,8 @@ def compare(clip: Path, work: Path, runs: int) -> None:
 
     ours_png, theirs_png = work / "ours.png", work / "ffmpeg.png"
     actions: dict[str, Callable[[], object]] = {
-        "last": lambda: media.extract_frame(clip, "last", ours_png),
-        "first": lambda: media.extract_frame(clip, "first", work / "first.png"),
+        "last": lambda: media.extract_frames(clip, {"last": ours_png}),
+        "first": lambda: media.extract_frames(clip, {"first": work / "first.png"}),
     }
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is not None:
@@ -83,8 +84,8 @@ def compare(clip: Path, work: Path, runs: int) -> None:
         actions["ffmpeg"] = lambda: subprocess.run(command, check=True)
     best = best_of_interleaved(runs, actions)
     exact = same_pixels(ours_png, reference)
-    print(f"extract_frame(last), best of {runs}:  {best['last']:6.3f} s   bit-exact: {exact}")
-    print(f"extract_frame(first), best of {runs}: {best['first']:6.3f} s")
+    print(f"extract_frames(last), best of {runs}:  {best['last']:6.3f} s   bit-exact: {exact}")
+    print(f"extract_frames(first), best of {runs}: {best['first']:6.3f} s")
     if ffmpeg is None:
         print("ffmpeg CLI: not installed here, so no comparison (apt-get install ffmpeg)")
         return
@@ -101,7 +102,7 @@ def build_clip(clip: Path) -> None:
     if clip.exists():
         return
     start = time.perf_counter()
-    media.synthetic_clip(clip, width=1920, height=1080, seconds=10, seed=0, x264=ONE_KEYFRAME)
+    synthetic_clip(clip, width=1920, height=1080, seconds=10, seed=0, x264=ONE_KEYFRAME)
     print(
         f"built {clip} with PyAV libx264 (x264 defaults, one keyframe) "
         f"in {time.perf_counter() - start:.1f} s"

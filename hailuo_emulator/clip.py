@@ -44,43 +44,12 @@ def warm(*, wait: bool = False) -> None:
 
 
 def _make(min_bytes: int, seed: int) -> bytes:
+    # Imported here, in the warming thread: PyAV and Pillow would slow the server's start.
+    from hailuo_emulator.synthetic import synthetic_clip
+
     with tempfile.TemporaryDirectory() as tmp:
         dest = Path(tmp) / "clip.mp4"
-        _write(dest, min_bytes, seed)
+        synthetic_clip(
+            dest, width=WIDTH, height=HEIGHT, seconds=SECONDS, seed=seed, min_bytes=min_bytes
+        )
         return dest.read_bytes()
-
-
-def _write(dest: Path, min_bytes: int, seed: int = 0) -> None:
-    try:
-        from hailuo_pipe.media import synthetic_clip
-    except ImportError:  # media.py not present: a tiny encoder of our own
-        _fallback(dest)
-        if min_bytes > dest.stat().st_size:
-            _pad(dest, min_bytes)
-        return
-    synthetic_clip(
-        dest, width=WIDTH, height=HEIGHT, seconds=SECONDS, seed=seed, min_bytes=min_bytes
-    )
-
-
-def _fallback(dest: Path) -> None:
-    import av
-    import numpy as np
-
-    with av.open(str(dest), "w") as out:
-        stream = out.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for i in range(int(SECONDS * 25)):
-            img = np.full((HEIGHT, WIDTH, 3), (i * 9) % 256, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-
-
-def _pad(dest: Path, min_bytes: int) -> None:
-    # a trailing MP4 `free` box: every reader skips it
-    size = min_bytes - dest.stat().st_size
-    size = max(size, 8)
-    with dest.open("ab") as f:
-        f.write(size.to_bytes(4, "big") + b"free" + bytes(size - 8))

@@ -222,9 +222,8 @@ def pull_board(cache: Cache, board: Storyboard) -> list[SyncOutcome]:
                 {n: os.path.relpath(p, base) for n, p in dests.items()},
                 now(),
             )
-            lock.transition(
-                step.scene.id, "pulled", _with_frames(entry, board, step.scene.id, base)
-            )
+            pulled = _with_frames(entry, board, step.scene.id, base)
+            lock.transition(step.scene.id, "pulled", pulled)
             outcomes.append(SyncOutcome(step.scene.id, step.fingerprint, "pulled"))
         if got:
             lock.save()

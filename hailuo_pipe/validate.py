@@ -1,33 +1,39 @@
 """Everything that can be known about a storyboard before spending: one pass, all problems.
 
-load -> storyboard schema -> templates -> ids -> graph -> per-provider checks -> images.
+load -> storyboard schema -> templates -> ids -> graph -> per-provider checks -> images -> cut
+-> the files beside the spec.
+
+This module runs the pass and holds the checks that need a provider: its capabilities, options
+that would override what its adapter sets, and the built request against its schema. The
+storyboard's own consistency is checked in `storyboard/checks.py`, the files a render would
+write beside the spec in `storyboard/project.py`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import os
 import secrets
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hailuo_pipe import paths, providers
 from hailuo_pipe.errors import Problem, SpecError, UnknownName
-from hailuo_pipe.storyboard import images, schemas, yamldoc
-from hailuo_pipe.storyboard.graph import CycleError, Graph
+from hailuo_pipe.storyboard import schemas, yamldoc
+from hailuo_pipe.storyboard.checks import (
+    Locator,
+    cut_problems,
+    did_you_mean,
+    graph_problems,
+    image_problems,
+    unresolved_image_problems,
+)
 from hailuo_pipe.storyboard.model import Scene, Storyboard, render_dir_of
-from hailuo_pipe.storyboard.resolve import URL, resolve
+from hailuo_pipe.storyboard.project import project_problems
+from hailuo_pipe.storyboard.resolve import resolve
 
 MAX_PROMPT = 2000
 PLACEHOLDER = "sha256:" + "0" * 64
-
-# Makes a located problem from a scene, one of its keys ("image", "options.fps") and a message.
-Locator = Callable[[Scene, str, str], Problem]
 
 
 def load_storyboard(
@@ -91,39 +97,15 @@ def check(
         for raw in raw_scenes or ()
         if isinstance(raw, dict) and isinstance(raw.get("id"), str) and "{" not in raw["id"]
     } - set(seen)
-    problems += _graph_problems(seen, at, broken)
+    problems += graph_problems(seen, at, broken)
     for scene in board.scenes:  # a duplicate's own problems are independent of its id's
         problems += _provider_problems(scene, at, memo)
-        problems += _image_problems(scene, at, path.resolve().parent)
-    problems += _unresolved_image_problems(doc, board, path.resolve().parent)
+        problems += image_problems(scene, at, path.resolve().parent)
+    problems += unresolved_image_problems(doc, board, path.resolve().parent)
     memo.save()
-    problems += _cut_problems(doc, board, seen, broken)
-    problems += _project_problems(doc, board)
+    problems += cut_problems(doc, board, seen, broken)
+    problems += project_problems(doc, board)
     return board, problems
-
-
-def _unresolved_image_problems(
-    doc: yamldoc.Document, board: Storyboard, base: Path
-) -> list[Problem]:
-    """Image files of scenes that failed to resolve (a template error in their prompt, say) are
-    still checked when their path is plain text: a missing file is its own problem."""
-    made = {s.where.get("") for s in board.scenes}
-    out = []
-    for i, raw in enumerate(doc.data.get("scenes") or ()):
-        if not isinstance(raw, dict) or "foreach" in raw or doc.locate(("scenes", i)) in made:
-            continue
-        for key in ("image", "end_image"):
-            text = raw.get(key)
-            if not isinstance(text, str) or "{" in text or URL.match(text):
-                continue
-            file = Path(os.path.normpath(base / text))
-            try:
-                images.check(file, text)
-            except images.ImageProblem as err:
-                out.append(doc.problem(("scenes", i, key), str(err) + _nearest_file(file)))
-            except ValueError:  # a NUL in the path: the schema or the resolver said so
-                continue
-    return out
 
 
 # Top-level keys whose schema problems leave the scenes meaningful: checked without them.
@@ -171,12 +153,6 @@ def _usable_part(doc: yamldoc.Document) -> tuple[yamldoc.Document, set[str]] | N
     return dataclasses.replace(doc, data=kept), broken
 
 
-def did_you_mean(name: str, known: Iterable[object]) -> str:
-    """` (did you mean 'x'?)` for the closest of `known` to a mistyped name, else ''."""
-    close = difflib.get_close_matches(name, [str(k) for k in known], n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _check_overrides(declared: Mapping[str, object], overrides: Mapping[str, str]) -> None:
     """A --var the storyboard does not declare would silently change nothing: refuse it."""
     for name in overrides:
@@ -202,50 +178,6 @@ def _memo_path(path: Path, data: object) -> Path | None:
     if any(paths.escape(base, f, kind="folder") for f in (folder.parent, folder)):
         return None
     return folder / ".checked-requests"
-
-
-def _graph_problems(
-    scenes: Mapping[str, Scene], at: Locator, broken: Collection[str] = ()
-) -> list[Problem]:
-    out = []
-    # a scene the schema refused may have a templated id: then any reference may be to it
-    unknowable = any("{" in b for b in broken)
-    for scene in scenes.values():
-        for key in ("image", "end_image"):
-            img = getattr(scene, key)
-            if img and img.ref and img.ref.scene in broken:
-                continue
-            if img and img.ref and img.ref.scene not in scenes and not unknowable:
-                out.append(
-                    at(
-                        scene,
-                        f"{key}.from",
-                        f"{key} takes a frame from scene {img.ref.scene!r}, which does not exist"
-                        + did_you_mean(img.ref.scene, scenes),
-                    )
-                )
-            elif img and img.ref and img.ref.scene == scene.id:
-                out.append(at(scene, f"{key}.from", f"scene {scene.id!r} cannot use its own frame"))
-    graph = Graph.of(scenes.values())
-    # a scene using its own frame is reported above; the cycle check looks for longer ones
-    needs = {node: tuple(d for d in deps if d != node) for node, deps in graph.needs.items()}
-    try:
-        Graph(graph.order, needs).topological()
-    except CycleError as err:
-        # at the reference that closes the cycle: the last scene's `from` back to the first
-        closing, target = scenes[err.cycle[-2]], err.cycle[-1]
-        key = next(
-            (
-                k
-                for k in ("image", "end_image")
-                if (img := getattr(closing, k)) and img.ref and img.ref.scene == target
-            ),
-            "image",
-        )
-        out.append(
-            at(closing, f"{key}.from", "frame references form a cycle: " + " -> ".join(err.cycle))
-        )
-    return out
 
 
 def _provider_problems(scene: Scene, at: Locator, memo: schemas.SchemaMemo) -> list[Problem]:
@@ -418,234 +350,3 @@ def _origin(cls: type[providers.Provider], scene: Scene, path: yamldoc.DocPath) 
         if part in scene.where:
             return part
     return "options" if "options" in scene.where else ""
-
-
-def _image_problems(scene: Scene, at: Locator, project: Path | None = None) -> list[Problem]:
-    out = []
-    for key in ("image", "end_image"):
-        img = getattr(scene, key)
-        if img is not None and img.path is not None:
-            why = paths.escape(project, img.path) if project is not None else None
-            if why is not None:
-                out.append(at(scene, key, f"image {img.written or img.path} {why}"))
-                continue
-            try:
-                images.check(img.path, img.written)
-            except images.ImageProblem as err:
-                out.append(at(scene, key, str(err) + _nearest_file(img.path)))
-    return out
-
-
-def _nearest_file(path: Path) -> str:
-    """A hint naming the closest existing file beside a missing one (a typo'd image name)."""
-    try:
-        if path.exists() or not path.parent.is_dir():
-            return ""
-        names = sorted(p.name for p in path.parent.iterdir() if p.is_file())[:10_000]
-    except (OSError, ValueError):
-        return ""
-    return did_you_mean(path.name, names)
-
-
-def _cut_problems(
-    doc: yamldoc.Document,
-    board: Storyboard,
-    scenes: Mapping[str, Scene],
-    broken: Collection[str] = (),
-) -> list[Problem]:
-    if board.output is None:
-        return []
-    out = []
-    if ".." in Path(board.output.path).parts:
-        out.append(
-            doc.problem(
-                ("output", "path"), "output.path must stay inside the spec's folder (no '..')"
-            )
-        )
-    for i, scene_id in enumerate(board.output.sequence):
-        if scene_id not in scenes and scene_id not in broken:
-            out.append(
-                doc.problem(
-                    ("output", "sequence", i),
-                    f"output.sequence names scene {scene_id!r}, which does not exist"
-                    + did_you_mean(scene_id, scenes),
-                )
-            )
-    return out
-
-
-def _project_problems(doc: yamldoc.Document, board: Storyboard) -> list[Problem]:
-    """What the render would write or read beside the spec, refused before anything is spent
-    when a symlink leads it out of the project, it is a special file, or it is shared."""
-    base = board.path.parent
-    out = []
-    lock = board.lock_path
-    why = paths.escape(base, Path(lock.name))
-    if why is not None:
-        out.append(
-            doc.problem((), f"the lockfile {lock.name} {why}; restore the real lockfile from git")
-        )
-    pid = lock.with_name(f".{lock.name}.pid")
-    why = "is a symlink" if os.path.islink(pid) else paths.escape(base, Path(pid.name))
-    if why is not None:
-        out.append(
-            doc.problem(
-                (), f"the render lock file {pid.name} {why}; delete it (it only holds a pid)"
-            )
-        )
-    for folder in (base / "renders", board.render_dir):
-        why = paths.escape(base, folder, kind="folder")
-        if why is not None:
-            rel = folder.relative_to(base).as_posix()
-            out.append(doc.problem(("name",), f"the render folder {rel}/ {why}", key=True))
-            break
-    if board.output is not None and ".." not in Path(board.output.path).parts:
-        out += _output_problems(doc, board)
-    out += _name_problems(doc, board, _sibling_names(board))
-    return out
-
-
-def _output_problems(doc: yamldoc.Document, board: Storyboard) -> list[Problem]:
-    assert board.output is not None
-    base = board.path.parent
-    written = board.output.path
-    why = paths.escape(base, Path(written))
-    if why is not None:
-        return [doc.problem(("output", "path"), f"output.path {written} {why}")]
-    dest = Path(os.path.normpath(base / written))
-    clips = board.render_dir
-    if dest == clips or clips in dest.parents:
-        rel = clips.relative_to(base).as_posix()
-        return [
-            doc.problem(
-                ("output", "path"),
-                f"output.path {written} is inside {rel}/, where the scenes' clips and frames "
-                "are kept; choose a path outside it",
-            )
-        ]
-    return []
-
-
-def _sibling_names(board: Storyboard) -> list[tuple[str, dict[yamldoc.DocPath, str]]]:
-    """(file name, its name and output.path) of the other storyboards in the spec's folder."""
-    me = board.path
-    try:
-        siblings = sorted(
-            entry.path
-            for entry in os.scandir(me.parent)
-            if entry.name.endswith((".yaml", ".yml"))
-            and entry.is_file(follow_symlinks=False)  # a link to a storyboard is that storyboard
-            and entry.name != me.name
-        )
-    except OSError:
-        return []
-    return [
-        (Path(other).name, declared)
-        for other in siblings
-        if (declared := _declared(Path(other))) is not None
-    ]
-
-
-def _name_problems(
-    doc: yamldoc.Document, board: Storyboard, siblings: list[tuple[str, dict[yamldoc.DocPath, str]]]
-) -> list[Problem]:
-    """Two storyboards of one name in one folder share renders/NAME/ and would overwrite each
-    other's clips; a cut inside another's render folder, or at another's cut path, would
-    overwrite those too."""
-    out = []
-    for other, declared in siblings:
-        if declared[("name",)] == board.name:
-            out.append(
-                doc.problem(
-                    ("name",),
-                    f"storyboard name {board.name!r} is also declared by {other}; "
-                    f"both would render into renders/{board.name}/ and overwrite each other's "
-                    "clips: give one of them another name",
-                    key=True,
-                )
-            )
-            break
-    if board.output is None or ".." in Path(board.output.path).parts:
-        return out
-    base = board.path.parent
-    dest = Path(os.path.normpath(base / board.output.path))
-    for other, declared in siblings:
-        theirs = declared.get(("output", "path"))
-        if theirs is not None and os.path.normpath(base / theirs) == str(dest):
-            out.append(
-                doc.problem(
-                    ("output", "path"),
-                    f"output.path {board.output.path} is also the cut of {other}; each would "
-                    "overwrite the other's: choose another path",
-                )
-            )
-            break
-    for other, declared in siblings:
-        name = declared[("name",)]
-        folder = render_dir_of(board.path, name)
-        if name != board.name and (folder == dest or folder in dest.parents):
-            out.append(
-                doc.problem(
-                    ("output", "path"),
-                    f"output.path {board.output.path} is inside renders/{name}/, where the "
-                    f"clips of {other} are kept; choose a path outside it",
-                )
-            )
-            break
-    return out
-
-
-_NODES = (yaml.ScalarEvent, yaml.AliasEvent, yaml.CollectionStartEvent)
-_WANTED: frozenset[yamldoc.DocPath] = frozenset({("name",), ("version",), ("output", "path")})
-
-
-@dataclass
-class _Frame:
-    mapping: bool
-    path: yamldoc.DocPath | None  # None: inside something no wanted value can be in
-    key: str | None = None
-    awaiting_value: bool = False
-
-
-def _declared(path: Path) -> dict[yamldoc.DocPath, str] | None:
-    """The top-level `name:` and `output.path` of a YAML file that also has a top-level
-    `version: 1` (a storyboard, not a workflow file that happens to have a name), read from
-    parser events without building the document; None for anything else."""
-    try:
-        text = paths.read_regular(path, yamldoc.MAX_FILE_BYTES, "storyboard").decode("utf-8-sig")
-    except (OSError, paths.PathRefused, UnicodeDecodeError):
-        return None
-    found: dict[yamldoc.DocPath, str] = {}
-    stack: list[_Frame] = []
-    try:
-        for event in yaml.parse(text, Loader=yamldoc._Loader):
-            if isinstance(event, yaml.CollectionEndEvent):
-                stack.pop()
-                if not stack:
-                    break
-                continue
-            if not isinstance(event, _NODES):
-                continue
-            scalar = event.value if isinstance(event, yaml.ScalarEvent) else None
-            where: yamldoc.DocPath | None = None
-            if not stack:
-                if not isinstance(event, yaml.MappingStartEvent):
-                    return None
-                where = ()
-            else:
-                top = stack[-1]
-                if top.mapping and not top.awaiting_value:  # a key
-                    top.key, top.awaiting_value = scalar or "", True
-                elif top.mapping:  # a value
-                    top.awaiting_value = False
-                    if top.path is not None:
-                        where = (*top.path, top.key or "")
-                        if scalar is not None and where in _WANTED:
-                            found[where] = scalar
-            if isinstance(event, yaml.CollectionStartEvent):
-                stack.append(_Frame(isinstance(event, yaml.MappingStartEvent), where))
-            if len(found) == len(_WANTED):
-                break
-    except yaml.YAMLError:
-        return None
-    return found if found.get(("version",)) == "1" and ("name",) in found else None

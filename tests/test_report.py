@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 from support import browser
 
+from hailuo_emulator.synthetic import synthetic_clip
 from hailuo_pipe import media
 from hailuo_pipe.plan import Plan, Step
 from hailuo_pipe.report import write_report
@@ -47,12 +48,10 @@ def _done(base: Path, board: Storyboard, scene_id: str, seed: int, cost: float) 
     """A finished scene with a real H.264 clip and its real first and last frame PNGs."""
     out = board.render_dir
     clip = out / f"{scene_id}.mp4"
-    media.synthetic_clip(clip, width=320, height=180, seconds=1, seed=seed)
-    frames = {}
-    for which in ("first", "last"):
-        png = out / "frames" / f"{scene_id}-{which}.png"
-        media.extract_frame(clip, which, png)  # type: ignore[arg-type]
-        frames[which] = _record(base, png)
+    synthetic_clip(clip, width=320, height=180, seconds=1, seed=seed)
+    pngs = {which: out / "frames" / f"{scene_id}-{which}.png" for which in ("first", "last")}
+    media.extract_frames(clip, pngs)
+    frames = {which: _record(base, png) for which, png in pngs.items()}
     return Entry(
         fingerprint=f"sha256:{seed:064x}",
         provider="preview",
@@ -105,7 +104,7 @@ def project(tmp_path: Path) -> tuple[Storyboard, Lockfile, Plan]:
         error=f"401 Unauthorized: invalid key {SECRET} for {base / 'assets/a.png'}",
     )
     cut = base / "renders" / "story.mp4"
-    media.synthetic_clip(cut, width=320, height=180, seconds=1, seed=9)
+    synthetic_clip(cut, width=320, height=180, seconds=1, seed=9)
     lock.cut = _record(base, cut)
     steps = (
         _step(scenes[0], "reuse", "up to date", "0", lock.scenes["dawn"]),

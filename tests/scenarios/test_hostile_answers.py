@@ -288,14 +288,14 @@ def _big_png(path: Path) -> Path:
 
 
 def _big_h264(path: Path) -> Path:
-    from hailuo_pipe.media import synthetic_clip
+    from hailuo_emulator.synthetic import synthetic_clip
 
     synthetic_clip(path, width=2048, height=2048, seconds=0.2, seed=1)
     return path
 
 
 def _long_h264(path: Path) -> Path:
-    from hailuo_pipe.media import synthetic_clip
+    from hailuo_emulator.synthetic import synthetic_clip
 
     synthetic_clip(path, width=64, height=64, seconds=16.0, seed=1)
     return path

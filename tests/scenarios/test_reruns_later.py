@@ -17,7 +17,7 @@ import pytest
 from support.emulator_fixture import provider_env
 
 from hailuo_emulator import Emulator
-from hailuo_pipe import media
+from hailuo_pipe.media import frames
 from hailuo_pipe.providers.runware import RunwareProvider
 from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
@@ -95,7 +95,7 @@ def test_frames_encoded_another_way_change_no_fingerprint(
     def other_encoder(image, dest):  # type: ignore[no-untyped-def]
         image.save(dest, format="PNG", compress_level=9)
 
-    monkeypatch.setattr(media, "_write_png", other_encoder)
+    monkeypatch.setattr(frames, "_write_png", other_encoder)
     board = load_storyboard(golden)
     recorded = Lockfile.load(board.lock_path, board.name).scenes
     before = {k: e.frames["last"].sha256 for k, e in recorded.items()}

@@ -1,0 +1,207 @@
+"""Stills: a clip's first and last frame (exact, decoded as little as possible), what a frame's
+pixels hash to, frames written as PNGs, thumbnails, and local images read upright.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import av
+import av.container
+import av.video
+from av.video.frame import VideoFrame
+from PIL import Image, ImageOps
+
+from hailuo_pipe.errors import MediaError
+from hailuo_pipe.media.av import atomic_write, open_video, reason, shown_packets
+
+# What a transparent image is laid on; the animatics' background too.
+DARK = (18, 20, 26)
+
+
+def extract_frames(video: Path, dests: Mapping[str, Path]) -> dict[str, str]:
+    """Write the first and/or last frame of `video` ("first"/"last" -> PNG path), exactly as a
+    full decode has them, and return each one's `pixel_digest`."""
+    images = edge_images(video, tuple(dests))
+    for which, dest in dests.items():
+        _write_png(images[which], dest)
+    return {which: pixel_digest(image) for which, image in images.items()}
+
+
+def edge_images(video: Path, wanted: Sequence[str]) -> dict[str, Image.Image]:
+    """The first and/or last frame of `video` as RGB images. The last frame's decoding pass
+    gives the first one too, when it decoded it: one open and one decode for both."""
+    with open_video(video) as (container, stream):
+        if "last" in wanted:
+            first, last = _edge_frames(container, stream)
+        else:
+            first, last = _first_frame(container, stream), None
+    if "first" in wanted and first is None:  # the pass skipped or started after it
+        with open_video(video) as (container, stream):
+            first = _first_frame(container, stream)
+    found = {"first": first, "last": last}
+    images = {}
+    for which in wanted:
+        frame = found[which]
+        if frame is None:
+            raise MediaError(f"{video} has no decodable frame")
+        images[which] = _rgb(frame)
+    return images
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """What a frame *is*, whatever file encodes it: a hash of its size and RGB pixels. A chained
+    scene's fingerprint takes this, so a new PNG encoder never makes it look changed."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    digest = hashlib.sha256(f"rgb {rgb.width}x{rgb.height}\n".encode())
+    digest.update(rgb.tobytes())
+    return "pixels:" + digest.hexdigest()
+
+
+def png_pixels(path: Path) -> str:
+    """`pixel_digest` of an image file; MediaError when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return pixel_digest(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise MediaError(f"cannot read frame {path.name}: {err}") from None
+
+
+def _write_png(image: Image.Image, dest: Path) -> None:
+    # zlib level 1: several times faster than Pillow's default for a few percent more bytes.
+    atomic_write(dest, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+
+
+def _rgb(frame: VideoFrame) -> Image.Image:
+    """The frame as RGB, with the same conversion as `VideoFrame.to_image()`, but read straight
+    from the converted plane instead of row by row in Python."""
+    plane = frame.reformat(format="rgb24").planes[0]
+    if plane.line_size < 0:
+        return frame.to_image()
+    size = (plane.width, plane.height)
+    return Image.frombuffer("RGB", size, bytes(plane), "raw", "RGB", plane.line_size, 1)
+
+
+def _first_frame(
+    container: av.container.InputContainer, stream: av.video.VideoStream
+) -> VideoFrame | None:
+    for frame in container.decode(stream):
+        return frame
+    return None
+
+
+def _edge_frames(
+    container: av.container.InputContainer, stream: av.video.VideoStream
+) -> tuple[VideoFrame | None, VideoFrame | None]:
+    """The last frame in display order, decoding only what it depends on, and the first one
+    when that pass decoded it (else None).
+
+    A Hailuo clip has a single keyframe, so seeking cannot help; instead the frames no other
+    frame refers to (non-reference B frames) are skipped, which cannot change any reference
+    frame. The shown frame with the highest timestamp may itself be such a B frame, so full
+    decoding resumes at its packet (in decode order) to keep the result exact. Clips with
+    several keyframes start at the last H.264 IDR picture, before which nothing is needed.
+    The first frame is the one with the lowest timestamp: exact when the pass started at the
+    first packet and did not skip it.
+    """
+    packets = shown_packets(container, stream)
+    if not packets:
+        return None, None
+    ctx = stream.codec_context
+    ctx.thread_type = "AUTO"
+    start, target = 0, 0  # without timestamps the display order is unknown: decode everything
+    timed = all(p.pts is not None for p in packets)
+    if timed:
+        target = max(range(len(packets)), key=lambda i: (packets[i].pts, i))
+        start = _last_idr(packets, stream, before=target)
+        ctx.skip_frame = "NONREF"
+    first: VideoFrame | None = None
+    last: VideoFrame | None = None
+    for index, packet in enumerate([*packets[start:], None], start):
+        if index == target:
+            ctx.skip_frame = "DEFAULT"
+        for frame in ctx.decode(packet):
+            if first is None or (
+                timed and frame.pts is not None and first.pts is not None and frame.pts < first.pts
+            ):
+                first = frame
+            if last is None or _later(frame, last):
+                last = frame
+    earliest = min(p.pts or 0 for p in packets) if timed else None
+    if start != 0 or first is None or (timed and first.pts != earliest):
+        first = None
+    return first, last
+
+
+def _last_idr(packets: Sequence[av.Packet], stream: av.video.VideoStream, before: int) -> int:
+    """The index of the last H.264 IDR packet at or before `before`, or 0.
+
+    An IDR picture empties the decoder's reference list, so decoding from it gives the frames
+    that follow exactly as decoding from the start would.
+    """
+    extradata = stream.codec_context.extradata or b""
+    if stream.codec_context.name != "h264" or len(extradata) < 5 or extradata[0] != 1:
+        return 0  # not length-prefixed H.264 (avcC): no cheap way to tell an IDR
+    length_size = (extradata[4] & 3) + 1
+    for index in range(before, 0, -1):
+        if packets[index].is_keyframe and _has_idr(bytes(packets[index]), length_size):
+            return index
+    return 0
+
+
+def _has_idr(data: bytes, length_size: int) -> bool:
+    position = 0
+    while position + length_size < len(data):
+        size = int.from_bytes(data[position : position + length_size], "big")
+        if data[position + length_size] & 0x1F == 5:  # nal_unit_type 5: IDR slice
+            return True
+        position += length_size + size
+    return False
+
+
+def _later(frame: VideoFrame, than: VideoFrame) -> bool:
+    if frame.pts is None or than.pts is None:
+        return True  # decoder output order is display order
+    return frame.pts >= than.pts
+
+
+# -- images and thumbnails -------------------------------------------------------------------
+
+
+def load_image(path: Path) -> Image.Image:
+    """A local image as upright RGB; transparency is laid on the dark background."""
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                backdrop = Image.new("RGBA", image.size, (*DARK, 255))
+                return Image.alpha_composite(backdrop, image.convert("RGBA")).convert("RGB")
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise MediaError(f"image file not found: {path}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise MediaError(f"{path} cannot be read as an image: {reason(err)}") from None
+
+
+def thumbnail(src: Path, dest: Path, width: int = 320) -> None:
+    """A small JPEG of an image, or of a video's first frame."""
+    image = _still_or_first_frame(src)
+    height = max(1, round(image.height * width / image.width))
+    small = image.resize((width, height), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    atomic_write(dest, lambda tmp: small.save(tmp, format="JPEG", quality=80, optimize=True))
+
+
+def _still_or_first_frame(src: Path) -> Image.Image:
+    if not src.is_file():
+        raise MediaError(f"file not found: {src}")
+    try:
+        return load_image(src)
+    except MediaError:
+        pass
+    with open_video(src) as (container, stream):
+        frame = _first_frame(container, stream)
+        if frame is None:
+            raise MediaError(f"{src} has no decodable frame")
+        return frame.to_image()
