@@ -1,7 +1,33 @@
 """One exception type per kind of failure, so callers can act on the kind.
 
-Every error here is a user-facing condition: the CLI prints its message and exits 1, never a
-traceback. Messages must never contain an API key.
+Every error here is a user-facing condition: the CLI prints its message and exits 1 (2 for a
+usage error), never a traceback. Messages must never contain an API key.
+
+    HailuoPipeError
+    ├── SpecError           the storyboard is wrong: every Problem, at file:line:col
+    ├── UnknownName         a --var, scene id or file the storyboard does not have (usage)
+    ├── ConfigError         the environment lacks something: a key, a base URL, a tool
+    │   └── SettingError    an environment setting has a bad value (usage)
+    ├── LockfileError       the lockfile is corrupt, hand-edited wrong, or of another version
+    │   └── TransitionRefused   a write or an entry the table of transitions does not allow
+    ├── AdoptRefused        --adopt for a scene that has no lost submission
+    ├── PathRefused         a path leads out of the project, or is a special file
+    ├── StalePlan           a saved plan no longer matches the spec, the lockfile or the options
+    ├── LockHeldError       another render holds the spec's lock
+    ├── BudgetExceeded      the plan costs more than --max-cost or budget:
+    ├── MediaError          a clip or image cannot be read or written
+    ├── DownloadError       a finished clip could not be downloaded or verified
+    ├── CutNotReady         a scene of the cut has no finished clip
+    ├── CacheError          the shared cache cannot be reached or is inconsistent
+    │   ├── LeaseHeld       another machine is generating this clip
+    │   └── LeaseLost       our lease lapsed and was taken over
+    └── ProviderError       a hosted API's answer, mapped onto a small vocabulary
+        ├── AuthenticationError, RequestRejected, RateLimited, TransientError
+        ├── SubmitUncertain     the submit's answer was lost: a job may exist
+        ├── JobIdRefused        the answer's job id is not one we send anywhere
+        ├── JobFailed
+        │   └── ContentRefused  the provider's safety filter refused it
+        └── OutputExpired       the job's clip is gone at the provider
 """
 
 from __future__ import annotations

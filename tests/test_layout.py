@@ -81,3 +81,26 @@ def test_the_wheel_holds_no_emulator() -> None:
     assert config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["hailuo_pipe"]
     assert not list(PACKAGE.rglob("*emulator*"))
     assert (ROOT / "hailuo_emulator" / "__init__.py").is_file()
+
+
+def test_every_user_facing_error_lives_in_errors_py_and_is_in_its_tree() -> None:
+    from hailuo_pipe import errors
+
+    outside = {
+        f"{path.relative_to(ROOT)}:{node.name}"
+        for path in _modules().values()
+        if path.name != "errors.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ClassDef)
+        and any(ast.unparse(b).endswith(("Error", "Refused")) for b in node.bases)
+        and not node.name.startswith("_")
+    }
+    assert not outside, outside
+    kinds = [
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.HailuoPipeError)
+    ]
+    assert len(kinds) > 20
+    missing = [k for k in kinds if k not in (errors.__doc__ or "")]
+    assert not missing, missing
