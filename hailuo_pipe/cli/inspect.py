@@ -56,8 +56,9 @@ def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json:
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
+@json_option
 @reports_errors
-def cut(spec: str, variables: tuple[str, ...], provider: str | None) -> None:
+def cut(spec: str, variables: tuple[str, ...], provider: str | None, as_json: bool) -> None:
     """Assemble the storyboard's output from its finished clips (reused when unchanged)."""
     from hailuo_pipe.cut import assemble
     from hailuo_pipe.state.lockfile import Lockfile, exclusive
@@ -67,7 +68,10 @@ def cut(spec: str, variables: tuple[str, ...], provider: str | None) -> None:
         raise click.UsageError(f"{spec} declares no output: add output: {{path, sequence}}")
     with exclusive(board.lock_path, wait=True):
         path = assemble(board, Lockfile.load(board.lock_path, board.name))
-    click.echo(board.path.parent / path)
+    if as_json:
+        click.echo(json.dumps({"ok": True, "cut": str(board.path.parent / path)}, indent=2))
+    else:
+        click.echo(board.path.parent / path)
 
 
 @click.command()

@@ -11,6 +11,14 @@ from hailuo_pipe.redact import shown
 from hailuo_pipe.render.run import Event
 
 ACTIVE = {"submitting", "queued", "running", "downloading"}
+JOB_ENDS = {"succeeded", "failed"}
+
+
+def job_end(event: Event) -> bool:
+    """The poll's report that a job ended at the provider (it carries the job's age): the
+    scene's own outcome follows at once (`done`, or `failed` with the error), so showing both
+    printed every failure twice."""
+    return event.state in JOB_ENDS and event.elapsed > 0
 
 
 @dataclass
@@ -20,7 +28,7 @@ class LogLines:
     out: TextIO = field(default_factory=lambda: sys.stderr)
 
     def __call__(self, event: Event) -> None:
-        if event.state == "tick":
+        if event.state == "tick" or job_end(event):
             return
         stamp = time.strftime("%H:%M:%S")
         detail = f"  {shown(event.detail)}" if event.detail else ""
@@ -40,6 +48,8 @@ class LiveLines:
     drawn: int = 0
 
     def __call__(self, event: Event) -> None:
+        if job_end(event):
+            return
         self._clear()
         if event.state in ACTIVE:
             started = self.running.get(event.scene, ("", "", time.monotonic()))[2]

@@ -110,6 +110,7 @@ def render(
 
     from hailuo_pipe.cli.progress import LiveLines, LogLines
     from hailuo_pipe.cli.progress import quiet as silent
+    from hailuo_pipe.errors import LockHeldError
     from hailuo_pipe.render.run import RenderOptions
     from hailuo_pipe.render.run import render as run_render
 
@@ -166,6 +167,10 @@ def render(
     )
     try:
         result = run_render(board, options)
+    except LockHeldError as err:
+        # said once, before any plan is shown (the plan is made under the lock), with the way
+        # to queue instead of failing
+        raise LockHeldError(f"{err}, or run with --wait to queue behind it") from None
     except KeyboardInterrupt:
         click.echo(
             f"\nInterrupted. Submitted jobs are recorded in {board.lock_path.name}; run "
