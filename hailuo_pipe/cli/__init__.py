@@ -15,9 +15,12 @@ import click
 
 from hailuo_pipe import __version__
 from hailuo_pipe.cli import cache, inspect, plan, render, spec
+from hailuo_pipe.cli.defaults import PREFIX, name_variables
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": PREFIX}
+)
 @click.version_option(__version__, prog_name="hailuo-pipe")
 def main() -> None:
     """Render Hailuo 02 storyboards: validate, plan, render, status, report."""
@@ -35,3 +38,4 @@ for command in (
     cache.cache_group,
 ):
     main.add_command(command)
+name_variables(main)  # HAILUO_PIPE_<COMMAND>_<OPTION>, and HAILUO_PIPE_PROVIDER / _VAR

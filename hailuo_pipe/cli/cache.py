@@ -13,6 +13,7 @@ import click
 from hailuo_pipe.cli.common import F, json_option, reports_errors, spec_options
 from hailuo_pipe.cli.common import load_spec as _load
 from hailuo_pipe.cli.common import scrub as _scrub
+from hailuo_pipe.cli.defaults import ConfiguredGroup
 
 if TYPE_CHECKING:
     from hailuo_pipe.cache import Cache, LeaseHeld
@@ -80,7 +81,7 @@ def _echo_json(data: Mapping[str, Any]) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-@click.group("cache")
+@click.group("cache", cls=ConfiguredGroup)
 def cache_group() -> None:
     """The shared result cache: list, push, pull and clean up finished clips."""
 

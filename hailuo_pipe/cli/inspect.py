@@ -9,9 +9,10 @@ import click
 
 from hailuo_pipe.cli import common
 from hailuo_pipe.cli.common import json_option, reports_errors, scrub, spec_options
+from hailuo_pipe.cli.defaults import ConfiguredCommand
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @json_option
@@ -53,7 +54,7 @@ def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json:
         sys.exit(1)
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @json_option
@@ -74,7 +75,7 @@ def cut(spec: str, variables: tuple[str, ...], provider: str | None, as_json: bo
         click.echo(board.path.parent / path)
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option(

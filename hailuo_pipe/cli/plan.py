@@ -10,6 +10,7 @@ import click
 
 from hailuo_pipe.cli import common
 from hailuo_pipe.cli.common import json_option, parse_vars, reports_errors, scrub, spec_options
+from hailuo_pipe.cli.defaults import ConfiguredCommand
 
 if TYPE_CHECKING:
     from hailuo_pipe.plan import Plan
@@ -48,7 +49,7 @@ def print_plan(plan: Plan) -> None:
     )
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option("--force", multiple=True, metavar="SCENE", help="Plan this scene again.")

@@ -10,6 +10,7 @@ import click
 
 from hailuo_pipe.cli import common
 from hailuo_pipe.cli.common import echo_shown, json_option, reports_errors, scrub, spec_options
+from hailuo_pipe.cli.defaults import ConfiguredCommand
 from hailuo_pipe.cli.plan import print_plan
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def _adoptions(board: Storyboard, pairs: tuple[str, ...]) -> dict[str, str]:
     return jobs
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
 @click.option(
@@ -118,17 +119,21 @@ def render(
     if plan_file is not None:
         from hailuo_pipe.plan.saved import SavedPlan
 
+        # only what was typed: a default from the environment or pyproject.toml gives way to
+        # the saved plan's own options
+        ctx = click.get_current_context()
+        typed = click.core.ParameterSource.COMMANDLINE
         given = [
             name
-            for name, value in (
-                ("--var", variables),
-                ("--provider", provider),
-                ("--scene", scenes),
-                ("--force", force),
-                ("--resubmit", resubmit),
-                ("--adopt", adopt),
+            for name, param, value in (
+                ("--var", "variables", variables),
+                ("--provider", "provider", provider),
+                ("--scene", "scenes", scenes),
+                ("--force", "force", force),
+                ("--resubmit", "resubmit", resubmit),
+                ("--adopt", "adopt", adopt),
             )
-            if value
+            if value and ctx.get_parameter_source(param) == typed
         ]
         if given:
             raise click.UsageError(

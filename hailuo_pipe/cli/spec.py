@@ -15,9 +15,10 @@ from hailuo_pipe.cli.common import (
     reports_errors,
     spec_options,
 )
+from hailuo_pipe.cli.defaults import ConfiguredCommand
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @spec_options
 @json_option
@@ -48,7 +49,7 @@ def validate(
             click.echo(f"{spec}: ok ({n} scene{'s' if n != 1 else ''})")
 
 
-@click.command()
+@click.command(cls=ConfiguredCommand)
 def schema() -> None:
     """Print the storyboard JSON Schema (for editors' YAML language servers)."""
     from hailuo_pipe.storyboard.schemas import load_schema
@@ -93,7 +94,7 @@ def _provider_rows() -> list[Mapping[str, Any]]:
     return rows
 
 
-@click.command("providers")
+@click.command("providers", cls=ConfiguredCommand)
 @json_option
 def providers_cmd(as_json: bool) -> None:
     """List the providers: resolutions, durations, frames, prices and environment variables."""
