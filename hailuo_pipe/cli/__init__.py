@@ -1,8 +1,9 @@
 """The `hailuo-pipe` command: a thin layer over the library, one module per command group.
 
 Each command parses its arguments, calls one library function and reports what it did:
-`spec` (validate, schema, providers), `plan`, `render`, `inspect` (status, cut, report), `cache`
-(the shared result cache); `common` holds what they share and `progress` the live display.
+`spec` (init, validate, schema, providers), `plan`, `render`, `inspect` (status, cut, report),
+`cache` (the shared result cache); `common` holds what they share, `defaults` where options
+come from when not typed (environment, pyproject.toml), `progress` the live display.
 Nothing heavy loads before a command runs, so `--help` and `--version` start fast.
 
 Exit codes: 0 ok, 1 the spec or the run failed (or, for `status`, something is out of date),
@@ -27,6 +28,7 @@ def main() -> None:
 
 
 for command in (
+    spec.init,
     spec.validate,
     spec.schema,
     spec.providers_cmd,

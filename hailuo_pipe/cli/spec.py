@@ -112,3 +112,20 @@ def providers_cmd(as_json: bool) -> None:
         click.echo(f"    frames: {frames}; images: {images}")
         if r["env"]:
             click.echo(f"    env: {', '.join(r['env'])}")
+
+
+@click.command(cls=ConfiguredCommand)
+@click.argument("path", default="storyboard.yaml", type=click.Path(dir_okay=True))
+@reports_errors
+def init(path: str) -> None:
+    """Write a commented starter storyboard (offline, free: the preview provider) and the
+    .gitignore entries for renders; never overwrites a file."""
+    from pathlib import Path
+
+    from hailuo_pipe.starter import init as start
+
+    started = start(Path(path))
+    click.echo(f"wrote {started.storyboard}")
+    if started.ignore_added:
+        click.echo(f"added {', '.join(started.ignore_added)} to {started.gitignore}")
+    click.echo(f"next: hailuo-pipe validate {started.storyboard}, then plan, then render")
