@@ -1,7 +1,7 @@
 """The `hailuo-pipe` command: a thin layer over the library, one module per command group.
 
 Each command parses its arguments, calls one library function and reports what it did:
-`spec` (init, validate, schema, providers), `plan`, `render`, `inspect` (status, cut, report),
+`spec` (init, validate, schema, providers), `plan`, `render`, `inspect` (status, cut, report, dag),
 `cache` (the shared result cache); `common` holds what they share, `defaults` where options
 come from when not typed (environment, pyproject.toml), `progress` the live display.
 Nothing heavy loads before a command runs, so `--help` and `--version` start fast.
@@ -37,6 +37,7 @@ for command in (
     inspect.status,
     inspect.cut,
     inspect.report,
+    inspect.dag,
     cache.cache_group,
 ):
     main.add_command(command)

@@ -109,3 +109,23 @@ def report(
         click.echo(json.dumps({"ok": True, "report": str(page)}))
     else:
         click.echo(f"report: {page}")
+
+
+@click.command(cls=ConfiguredCommand)
+@click.argument("spec", type=click.Path(dir_okay=False))
+@spec_options
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(("mermaid", "dot", "text")),
+    default="text",
+    show_default=True,
+    help="mermaid (GitHub renders it), dot (Graphviz: | dot -Tsvg) or text.",
+)
+@reports_errors
+def dag(spec: str, variables: tuple[str, ...], provider: str | None, fmt: str) -> None:
+    """Draw the storyboard's graph: scenes, the frames they take from each other, the cut."""
+    from hailuo_pipe.dag import dag_of, draw
+
+    board = common.load_spec(spec, variables, provider)
+    click.echo(draw(dag_of(board), fmt), nl=False)
