@@ -109,7 +109,7 @@ def render(
     """Render what is out of date; resume what was submitted; never pay twice."""
     from decimal import Decimal
 
-    from hailuo_pipe.cli.progress import LiveLines, LogLines
+    from hailuo_pipe.cli.progress import LiveTable, LogLines, Progress
     from hailuo_pipe.cli.progress import quiet as silent
     from hailuo_pipe.errors import LockHeldError
     from hailuo_pipe.render.run import RenderOptions
@@ -150,11 +150,14 @@ def render(
     board = common.load_spec(spec, variables, provider)
     only = common.scene_ids(board, scenes, "--scene") if scenes else None
     live = not (quiet or as_json) and sys.stderr.isatty()
+    counts = Progress(concurrency=concurrency)
+    display = None if quiet or as_json else LiveTable(counts) if live else LogLines(counts)
 
     def show(the_plan: Plan) -> None:
-        if not (quiet or as_json):
+        if display is not None:
             print_plan(the_plan)
             click.echo("")
+            display.on_plan(the_plan)
 
     options = RenderOptions(
         concurrency=concurrency,
@@ -164,14 +167,18 @@ def render(
         resubmit=common.scene_ids(board, resubmit, "--resubmit"),
         adopt=_adoptions(board, adopt),
         max_cost=Decimal(str(max_cost)) if max_cost is not None else None,
-        on_event=silent if quiet or as_json else (LiveLines() if live else LogLines()),
-        tick=1.0 if live else None,
+        on_event=display or silent,
+        tick=1.0 if display else None,  # elapsed times redrawn, and the log's heartbeat
         wait=wait,
         on_plan=show,
         saved_plan=saved,
     )
     try:
-        result = run_render(board, options)
+        try:
+            result = run_render(board, options)
+        finally:
+            if display is not None:
+                display.close()  # the live table gives way to the summary
     except LockHeldError as err:
         # said once, before any plan is shown (the plan is made under the lock), with the way
         # to queue instead of failing

@@ -88,7 +88,7 @@ class Event:
     """Progress of one scene, for whoever displays it."""
 
     scene: str
-    state: str  # waiting | submitting | queued | running | downloading | done | reused | ...
+    state: str  # waiting | submitting | submitted | queued | running | downloading | done | ...
     provider: str
     detail: str = ""
     elapsed: float = 0.0
@@ -766,6 +766,7 @@ class _Run:
                 f"recorded: {err}. Once that is fixed, rerun with --adopt {scene.id}={job_id} "
                 "to wait for it instead of paying again"
             ) from None
+        self.emit(scene, "submitted", f"job {job_id}")  # recorded: shown as the lock says
         return job_id
 
     async def _reconcile(
@@ -784,6 +785,7 @@ class _Run:
             job_id = await provider.submit(self.clients[scene.provider], request, entry.key)
             await self._check_job_id(scene, provider, job_id)
             await self.writer.update(scene.id, state="submitted", job_id=job_id)
+            self.emit(scene, "submitted", f"job {job_id}")
             return job_id
         request = await self._wire_request(scene, provider)
         found = await self._reconcile(provider, scene, entry.key, request)
@@ -793,6 +795,7 @@ class _Run:
             raise SubmitUncertain(f"{scene.id}: {step.reason}", provider=provider.name)
         await self._check_job_id(scene, provider, found)
         await self.writer.update(scene.id, state="submitted", job_id=found)
+        self.emit(scene, "submitted", f"job {found}")
         return found
 
     async def _check_job_id(self, scene: Scene, provider: Provider, job_id: object) -> None:
