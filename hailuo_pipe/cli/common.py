@@ -166,3 +166,30 @@ def scene_ids(board: Storyboard, ids: tuple[str, ...], option: str) -> set[str]:
             param_hint=option,
         )
     return set(ids)
+
+
+def complete_scenes(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[Any]:
+    """Shell completion of scene ids from the storyboard named on the command line so far
+    (with its --var and --provider, so foreach ids come out as a render would make them).
+    `--adopt` completes `ID=`. A missing or broken storyboard completes nothing: a traceback
+    would land in the user's shell."""
+    from click.shell_completion import CompletionItem
+
+    # an option still waiting for its value stops click's parse before the arguments, which
+    # are then left in ctx.args
+    spec = ctx.params.get("spec") or next((a for a in ctx.args if not a.startswith("-")), None)
+    if not isinstance(spec, str) or not spec:
+        return []
+    try:
+        variables = tuple(ctx.params.get("variables") or ())
+        board = load_spec(spec, variables, ctx.params.get("provider"))
+    except Exception:  # a spec being written: its problems are validate's to report
+        return []
+    suffix = "=" if param.name == "adopt" else ""
+    return [
+        CompletionItem(f"{s.id}{suffix}", help=s.provider)
+        for s in board.scenes
+        if s.id.startswith(incomplete)
+    ]

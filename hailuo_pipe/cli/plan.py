@@ -52,12 +52,27 @@ def print_plan(plan: Plan) -> None:
 @click.command(cls=ConfiguredCommand)
 @click.argument("spec", type=click.Path(dir_okay=False))
 @spec_options
-@click.option("--force", multiple=True, metavar="SCENE", help="Plan this scene again.")
 @click.option(
-    "--scene", "scenes", multiple=True, metavar="ID", help="Plan only this scene and its needs."
+    "--force",
+    multiple=True,
+    metavar="SCENE",
+    shell_complete=common.complete_scenes,
+    help="Plan this scene again.",
 )
 @click.option(
-    "--resubmit", multiple=True, metavar="ID", help="Plan to submit anew a scene parked unknown."
+    "--scene",
+    "scenes",
+    multiple=True,
+    metavar="ID",
+    shell_complete=common.complete_scenes,
+    help="Plan only this scene and its needs.",
+)
+@click.option(
+    "--resubmit",
+    multiple=True,
+    metavar="ID",
+    shell_complete=common.complete_scenes,
+    help="Plan to submit anew a scene parked unknown.",
 )
 @click.option(
     "--out",

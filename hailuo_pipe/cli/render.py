@@ -50,18 +50,21 @@ def _adoptions(board: Storyboard, pairs: tuple[str, ...]) -> dict[str, str]:
     "scenes",
     multiple=True,
     metavar="ID",
+    shell_complete=common.complete_scenes,
     help="Render only this scene and what it needs (repeatable).",
 )
 @click.option(
     "--force",
     multiple=True,
     metavar="ID",
+    shell_complete=common.complete_scenes,
     help="Render this scene again even when up to date (repeatable).",
 )
 @click.option(
     "--resubmit",
     multiple=True,
     metavar="ID",
+    shell_complete=common.complete_scenes,
     help="Submit again a scene whose "
     "earlier submission's fate is unknown (you checked the provider).",
 )
@@ -69,6 +72,7 @@ def _adoptions(board: Storyboard, pairs: tuple[str, ...]) -> dict[str, str]:
     "--adopt",
     multiple=True,
     metavar="ID=JOB",
+    shell_complete=common.complete_scenes,
     help="Wait for job JOB, found at the provider, for a scene whose "
     "submission's fate is unknown, instead of paying again (repeatable).",
 )
