@@ -44,6 +44,8 @@ def main() -> None:
     script = shutil.which("hailuo-pipe", path=str(Path(python).parent)) or ""
     cases = {
         "python -c pass": [python, "-c", "pass"],
+        # the floor of any click command: what is left above it is hailuo-pipe's own
+        "python -c 'import click'": [python, "-c", "import click"],
         "python -m hailuo_pipe --help": [python, "-m", "hailuo_pipe", "--help"],
         "python -m hailuo_pipe --version": [python, "-m", "hailuo_pipe", "--version"],
         "python -m hailuo_pipe render --help": [python, "-m", "hailuo_pipe", "render", "--help"],
