@@ -14,7 +14,9 @@ def entry() -> None:
     except KeyboardInterrupt:  # Ctrl-C while modules load: nothing has happened yet
         sys.stderr.write("Interrupted before anything was done.\n")
         sys.exit(130)
-    main()
+    # one name whichever way it was started: usage lines, and the completion variable
+    # _HAILUO_PIPE_COMPLETE, are those of `hailuo-pipe`
+    main(prog_name="hailuo-pipe")
 
 
 if __name__ == "__main__":

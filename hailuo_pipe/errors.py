@@ -18,6 +18,7 @@ usage error), never a traceback. Messages must never contain an API key.
     ├── MediaError          a clip or image cannot be read or written
     ├── DownloadError       a finished clip could not be downloaded or verified
     ├── CutNotReady         a scene of the cut has no finished clip
+    ├── InitRefused         `init` would overwrite a file
     ├── CacheError          the shared cache cannot be reached or is inconsistent
     │   ├── LeaseHeld       another machine is generating this clip
     │   └── LeaseLost       our lease lapsed and was taken over
@@ -114,6 +115,10 @@ class MediaError(HailuoPipeError):
 
 class DownloadError(HailuoPipeError):
     """A finished clip could not be downloaded or verified; the job is still the provider's."""
+
+
+class InitRefused(HailuoPipeError):
+    """`init` would overwrite a file that exists, or was given something not a storyboard."""
 
 
 class CutNotReady(HailuoPipeError):

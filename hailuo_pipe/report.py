@@ -23,6 +23,7 @@ from hailuo_pipe.errors import HailuoPipeError
 from hailuo_pipe.plan import ACTIONS, Plan, Step
 from hailuo_pipe.redact import redact
 from hailuo_pipe.state.lockfile import Entry, Lockfile, atomic_write, now
+from hailuo_pipe.storyboard.graph import Graph
 from hailuo_pipe.storyboard.model import ImageInput, Scene, Storyboard
 
 REPORT_NAME = "report.html"
@@ -64,6 +65,7 @@ class Node:
     id: str
     x: float
     rendered: bool
+    y: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -235,8 +237,16 @@ def _cut(board: Storyboard, lock: Lockfile, base: Path, out: Path) -> CutView | 
 
 # -- frame flow diagram ------------------------------------------------------------------------
 
-_NODE_GAP = 150.0
-_NODE_Y = 86.0
+# Scenes in columns by depth (a scene stands one column right of the deepest scene it takes a
+# frame from), each hand-over a curve from its source's right side into its target's left
+# side, labelled just before the target: above the curve for a first frame, below it for a
+# last one. A scene takes at most those two frames and rows are further apart than two label
+# lines, so no label can cover another at any size; a wide storyboard scrolls sideways.
+NODE_W, NODE_H = 120.0, 28.0
+COL_GAP = 230.0  # between column starts: a node and the room for its incoming labels
+ROW_GAP = 48.0
+MARGIN = 16.0
+SLOT_DY = {"image": -6.0, "end_image": 6.0}  # where a hand-over enters its target
 
 
 @dataclass(frozen=True)
@@ -244,37 +254,54 @@ class Flow:
     width: float
     height: float
     top: float  # y of the view's upper edge
-    node_y: float
     nodes: list[Node]
     edges: list[Edge]
 
 
-def _flow(cards: list[Card]) -> Flow | None:
-    """Scenes on one row in storyboard order; each frame handover an arc above the row.
+def layers(cards: list[Card]) -> dict[str, int]:
+    """Each scene's column: 0 for a scene that takes no frame, else one more than its deepest
+    source. Computed in dependency order, so a long chain needs no recursion."""
+    needs = {c.scene.id: [link.scene for link in c.inputs] for c in cards}
+    column: dict[str, int] = {}
+    for scene_id in Graph.of(c.scene for c in cards).topological():
+        column[scene_id] = 1 + max((column[d] for d in needs[scene_id]), default=-1)
+    return column
 
-    Arcs rise with the distance they span, so hand-overs between far-apart scenes stay apart
-    from those between neighbours; this needs no layout engine and draws any DAG.
-    """
+
+def _flow(cards: list[Card]) -> Flow | None:
     if not any(c.inputs for c in cards):
         return None
-    x = {c.scene.id: 70.0 + i * _NODE_GAP for i, c in enumerate(cards)}
+    column = layers(cards)
+    order = {c.scene.id: i for i, c in enumerate(cards)}
+    row: dict[str, int] = {}
+    for depth in range(max(column.values()) + 1):
+        here = [c for c in cards if column[c.scene.id] == depth]
+        # beside the scenes they take from, to keep curves short and uncrossed where possible
+        here.sort(
+            key=lambda c: (
+                sum(row[link.scene] for link in c.inputs) / len(c.inputs) if c.inputs else 0.0,
+                order[c.scene.id],
+            )
+        )
+        row.update({c.scene.id: i for i, c in enumerate(here)})
+    x = {sid: MARGIN + NODE_W / 2 + column[sid] * COL_GAP for sid in column}
+    y = {sid: MARGIN + 16 + NODE_H / 2 + row[sid] * ROW_GAP for sid in column}
     edges = []
     for card in cards:
+        target = card.scene.id
         for link in card.inputs:
-            x0, x1 = x[link.scene], x[card.scene.id]
-            span = abs(x1 - x0) / _NODE_GAP
-            top = max(16.0, _NODE_Y - 22 - 26 * span)
-            mid = (x0 + x1) / 2
-            path = f"M{x0:.0f},{_NODE_Y - 14:.0f} Q{mid:.0f},{top * 2 - _NODE_Y + 14:.0f} "
-            path += f"{x1:.0f},{_NODE_Y - 14:.0f}"
+            x0, y0 = x[link.scene] + NODE_W / 2, y[link.scene]
+            x1, y1 = x[target] - NODE_W / 2, y[target] + SLOT_DY[link.slot]
+            bend = max(40.0, (x1 - x0) / 2)
+            path = f"M{x0:.0f},{y0:.0f} C{x0 + bend:.0f},{y0:.0f} {x1 - bend:.0f},{y1:.0f} "
+            path += f"{x1:.0f},{y1:.0f}"
             label = f"{link.frame} → {'first' if link.slot == 'image' else 'last'}"
-            edges.append(Edge(path, label, mid, top - 3, link.scene, card.scene.id))
-    nodes = [Node(c.scene.id, x[c.scene.id], c.rendered) for c in cards]
-    # The view starts just above the highest label, so short arcs leave no empty band on top.
-    top = min(e.label_y for e in edges) - 14
-    return Flow(
-        70.0 * 2 + _NODE_GAP * (len(cards) - 1), _NODE_Y + 20 - top, top, _NODE_Y, nodes, edges
-    )
+            label_y = y1 - 5 if link.slot == "image" else y1 + 13
+            edges.append(Edge(path, label, x1 - 6, label_y, link.scene, target))
+    nodes = [Node(c.scene.id, x[c.scene.id], c.rendered, y[c.scene.id]) for c in cards]
+    width = 2 * MARGIN + NODE_W + max(column.values()) * COL_GAP
+    height = 2 * MARGIN + 16 + NODE_H + max(row.values()) * ROW_GAP
+    return Flow(width, height, 0.0, nodes, edges)
 
 
 # -- rendering -----------------------------------------------------------------------------------

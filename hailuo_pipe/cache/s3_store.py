@@ -41,7 +41,7 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 def open_s3_store(bucket: str, prefix: str, env: Mapping[str, str]) -> S3Store:
     """Build the store from AWS_* settings in `env`; ConfigError names what is missing."""
     if boto3 is None:
-        raise ConfigError("an s3:// cache needs boto3: pip install 'boto3>=1.35'")
+        raise ConfigError("an s3:// cache needs boto3: pip install 'hailuo-pipe[s3]'")
     if not bucket:
         raise ConfigError("the cache URL names no bucket: expected s3://BUCKET[/PREFIX]")
     key_id = env.get("AWS_ACCESS_KEY_ID", "")

@@ -16,7 +16,7 @@ class Event:
     """Progress of one scene, for whoever displays it."""
 
     scene: str
-    state: str  # waiting | submitting | queued | running | downloading | done | reused | ...
+    state: str  # waiting | submitting | submitted | queued | running | downloading | done | ...
     provider: str
     detail: str = ""
     elapsed: float = 0.0

@@ -384,6 +384,7 @@ class _Walk:
                 f"recorded: {err}. Once that is fixed, rerun with --adopt {scene.id}={job_id} "
                 "to wait for it instead of paying again"
             ) from None
+        self.emit("submitted", f"job {job_id}")  # recorded: shown as the lockfile says
         return job_id
 
     async def _reconcile(self, provider: Provider, key: str, request: WireRequest) -> str | None:
@@ -407,6 +408,7 @@ class _Walk:
             job_id = found
         await self._check_job_id(provider, job_id)
         await self.writer.transition(scene.id, "submitted", state="submitted", job_id=job_id)
+        self.emit("submitted", f"job {job_id}")
         return job_id
 
     async def _check_job_id(self, provider: Provider, job_id: object) -> None:

@@ -39,7 +39,11 @@ class Graph:
         return out
 
     def topological(self) -> list[str]:
-        """Dependencies first, otherwise storyboard order; raises CycleError naming a cycle."""
+        """Dependencies first, otherwise storyboard order; raises CycleError naming a cycle.
+
+        Not stdlib graphlib: its TopologicalSorter orders by readiness (for c->b, a, b->a, d it
+        gives a, d, b, c, where plans and renders keep the storyboard's a, b, c, d), and names a
+        cycle in the other direction from where the storyboard closes it."""
         state: dict[str, int] = {}  # 1 visiting, 2 done
         out: list[str] = []
         for root in self.order:

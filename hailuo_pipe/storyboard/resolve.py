@@ -49,6 +49,10 @@ class _Resolver:
         self._whole_duration(self.data.get("defaults", {}), ("defaults",))
 
     def problem(self, path: DocPath, text: str, *, line_offset: int = 0) -> None:
+        if self.doc.merged_prefix(path) is not None:
+            # merged by `<<: *anchor`: at the scene's `<<`, naming the scene and the anchor's line
+            self.problems.append(self.doc.problem(path, text))
+            return
         loc = self.doc.locate(path)
         if line_offset:
             block = 1 if path in self.doc.block_scalars else 0

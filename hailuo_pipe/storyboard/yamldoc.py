@@ -41,11 +41,25 @@ class Document:
     values: dict[DocPath, Location] = field(default_factory=dict)
     keys: dict[DocPath, Location] = field(default_factory=dict)
     block_scalars: set[DocPath] = field(default_factory=set)
+    # keys a `<<: *anchor` merge brought into a mapping -> (where the `<<` key stands, where
+    # the anchor's pair stands): one anchor serves many scenes, so an error in a merged value
+    # points at the scene's own `<<` line and says where the value came from
+    merged: dict[DocPath, tuple[Location, Location]] = field(default_factory=dict)
+
+    def merged_prefix(self, path: DocPath) -> DocPath | None:
+        if self.merged:
+            for end in range(len(path), 0, -1):
+                if path[:end] in self.merged:
+                    return path[:end]
+        return None
 
     def locate(self, path: DocPath, *, key: bool = False) -> Location:
-        """Where `path` stood; falls back to its closest parent that has a position."""
-        table = self.keys if key else self.values
+        """Where `path` stood; falls back to its closest parent that has a position. A value
+        merged in by `<<: *anchor` stands where that `<<` key is."""
         p = tuple(path)
+        if (prefix := self.merged_prefix(p)) is not None:
+            return self.merged[prefix][0]
+        table = self.keys if key else self.values
         while p:
             if p in table:
                 return table[p]
@@ -56,7 +70,21 @@ class Document:
 
     def problem(self, path: DocPath, message: str, *, key: bool = False) -> Problem:
         loc = self.locate(path, key=key)
+        prefix = self.merged_prefix(tuple(path))
+        if prefix is not None:
+            message = f"{self._owner(prefix)}{message} (merged by << from line "
+            message += f"{self.merged[prefix][1].line})"
         return Problem(self.file, loc.line, loc.col, message)
+
+    def _owner(self, path: DocPath) -> str:
+        """`scene ID: ` for a path inside a scene with a plain id, else nothing."""
+        if len(path) >= 2 and path[0] == "scenes" and isinstance(path[1], int):
+            scenes = self.data.get("scenes") if isinstance(self.data, dict) else None
+            if isinstance(scenes, list) and 0 <= path[1] < len(scenes):
+                scene_id = scenes[path[1]].get("id") if isinstance(scenes[path[1]], dict) else None
+                if isinstance(scene_id, str):
+                    return f"scene {scene_id}: "
+        return ""
 
 
 class _TooBig(Exception):
@@ -109,6 +137,7 @@ class _Converter:
         written = self.written.setdefault(
             id(node), {id(k) for k, _ in node.value if k.tag != MERGE_TAG}
         )
+        merge_at = next((_loc(k) for k, _ in node.value if k.tag == MERGE_TAG), None)
         # applies `<<: *anchor` merge keys: merged pairs come first, the earlier mapping's
         # last, and the mapping's own keys after them, so the last pair of a key wins
         self.scalars.flatten_mapping(node)
@@ -126,6 +155,9 @@ class _Converter:
                     self.problems.append(self._at(key_node, f"duplicate key {key!r}"))
                     continue
                 own.add(key)
+                self.doc.merged.pop((*path, key), None)  # the mapping's own pair wins
+            elif merge_at is not None:
+                self.doc.merged[(*path, key)] = (merge_at, _loc(key_node))
             self.doc.keys[(*path, key)] = _loc(key_node)
             out[key] = self.convert(value_node, (*path, key), depth + 1)
         return out

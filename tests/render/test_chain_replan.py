@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from hailuo_pipe import cli
+from hailuo_pipe import plan as planning
 from hailuo_pipe.render import run as render_run
 from hailuo_pipe.state.lockfile import Lockfile
 
@@ -140,7 +141,7 @@ def test_an_unexpected_error_outside_any_scene_is_one_line_not_a_traceback(
     def buggy(*args: object, **kwargs: object) -> None:
         raise AssertionError("a planning bug sk-SECRET-0123")
 
-    monkeypatch.setattr(cli, "make_plan", buggy)
+    monkeypatch.setattr(planning, "make_plan", buggy)
     monkeypatch.setenv("RUNWARE_API_KEY", "sk-SECRET-0123")
     monkeypatch.delenv("HAILUO_PIPE_DEBUG", raising=False)
     out = CliRunner().invoke(cli.main, ["plan", str(spec)])

@@ -24,6 +24,7 @@ from support.emulator_fixture import provider_env
 import hailuo_pipe.render as rendering
 from hailuo_emulator import Emulator
 from hailuo_pipe import cli
+from hailuo_pipe.cli import common
 from hailuo_pipe.render import RenderOptions, RenderResult, SceneResult, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
@@ -80,7 +81,7 @@ def test_ctrl_c_before_the_render_starts_exits_130_without_a_traceback(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_load", interrupted)
+    monkeypatch.setattr(common, "load_spec", interrupted)
     result = CliRunner().invoke(cli.main, ["render", str(spec)])
     assert result.exit_code == 130, result.output
     assert "Interrupted" in result.output and "Aborted" not in result.output

@@ -142,3 +142,32 @@ def screenshot(
     if not dest.is_file():
         raise BrowserError(f"no screenshot was written to {dest}")
     return dest
+
+
+def evaluate(
+    binary: str, page: Path, body: str, *, budget_ms: int = 5000, timeout: float = 90
+) -> Any:
+    """Run `body`, the body of a JavaScript function returning a JSON-able value, in `page`
+    once it has loaded, and return that value (the page is loaded over file:// like the
+    user's, from a copy beside it)."""
+    script = (
+        "<script>addEventListener('load', () => { const out = (() => {" + body + "})();"
+        " const pre = document.createElement('pre'); pre.id = '" + CHECK_ID + "';"
+        " pre.textContent = JSON.stringify(out); document.body.appendChild(pre); });</script>"
+    )
+    text = page.read_text(encoding="utf-8")
+    wrapper = page.with_name(f".{page.stem}.eval.html")
+    wrapper.write_text(text.replace("</body>", script + "</body>", 1), encoding="utf-8")
+    try:
+        proc = _run(
+            binary,
+            [f"--virtual-time-budget={budget_ms}", "--dump-dom", wrapper.resolve().as_uri()],
+            timeout,
+        )
+    finally:
+        wrapper.unlink(missing_ok=True)
+    start = proc.stdout.find(f'<pre id="{CHECK_ID}">')
+    if start < 0:
+        raise BrowserError(f"the script wrote nothing; stderr: {proc.stderr[-2000:]}")
+    start = proc.stdout.index(">", start) + 1
+    return json.loads(html.unescape(proc.stdout[start : proc.stdout.index("</pre>", start)]))
