@@ -1,4 +1,4 @@
-"""A loopback emulator of the five hosted Hailuo 02 APIs, for tests and benchmarks.
+"""A loopback emulator of the seven hosted Hailuo 02 APIs, for tests and benchmarks.
 
     with run_emulator(job_seconds=0.3) as emu:
         provider = WaveSpeedProvider(base_url=emu.url, api_key=emu.key)

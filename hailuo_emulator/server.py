@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from hailuo_emulator.apis import Req, Resp, route
 from hailuo_emulator.clip import clip_bytes, warm
+from hailuo_emulator.hosts import removed_file
 from hailuo_emulator.state import State
 
 SECRET_HEADERS = ("authorization", "x-api-key")
@@ -141,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
         job_id = req.path.rsplit("/", 1)[-1].removesuffix(".mp4")
         with state.lock:
             job = state.jobs.get(job_id)
-        if job is None or job.phase() != "ok":
+        if job is None or job.phase() != "ok" or removed_file(job, state):
             self._send_raw(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
             return
         if state.config["expire_outputs"]:
