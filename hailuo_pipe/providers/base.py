@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from hailuo_pipe.errors import ConfigError, SubmitUncertain
+from hailuo_pipe.errors import ConfigError, ProviderError, SubmitUncertain
 from hailuo_pipe.redact import key_problem
 from hailuo_pipe.storyboard.model import Scene
 
@@ -167,6 +167,34 @@ class Reconciled:
     @classmethod
     def unknown(cls, why: str = "") -> Reconciled:
         return cls(why=why)
+
+    def adopted(self, title: str) -> str:
+        """The line a render says when it adopts the job found."""
+        return f"job {self.job_id}, found at {title}" + (f" ({self.why})" if self.why else "")
+
+    def parked(self, scene_id: str, advice: str) -> str:
+        """Why a scene stays parked: `advice` says how to settle it by hand."""
+        if self.absent:  # proof enough, but not acted on by itself (a shared cache's lease)
+            return (
+                f"{scene_id}: {self.why}: rerun with --resubmit {scene_id} to submit it again "
+                "(not done by itself with a shared cache, whose lease another machine may hold)"
+            )
+        return f"{scene_id}: {self.why}; {advice}" if self.why else f"{scene_id}: {advice}"
+
+
+async def look_up(
+    provider: Provider,
+    client: httpx.AsyncClient,
+    key: str,
+    request: WireRequest,
+    sent: str | None,
+) -> Reconciled:
+    """`provider.reconcile` for a submission the lockfile says was sent at `sent` (ISO 8601,
+    UTC); an error while looking is no answer, only "cannot tell"."""
+    try:
+        return await provider.reconcile(client, key, request, epoch_of(sent))
+    except ProviderError as err:
+        return Reconciled.unknown(str(err))
 
 
 UNKNOWN = Reconciled.unknown()

@@ -43,7 +43,7 @@ from hailuo_pipe.plan import (
     pixels_of,
 )
 from hailuo_pipe.plan.fingerprint import SCHEME
-from hailuo_pipe.providers.base import JobStatus, Provider, Reconciled, WireRequest
+from hailuo_pipe.providers.base import JobStatus, Provider, Reconciled, WireRequest, look_up
 from hailuo_pipe.redact import shown
 from hailuo_pipe.render import shared as sharing
 from hailuo_pipe.render.context import Context, NotStarted, Slots
@@ -127,7 +127,6 @@ class _Walk:
             else:  # resend, reconcile or blocked: a submission whose answer was lost
                 assert entry is not None and step.action in ("resend", "reconcile", "blocked")
                 job_id = await self._resubmit_or_reconcile(provider, entry)
-                # a new key: its provider's list proved no job, so it was sent anew (paid here)
                 outcome = "resumed" if self.lock.scenes[scene.id].key == entry.key else "rendered"
             return await self._finish(provider, job_id, outcome, held)
 
@@ -344,9 +343,8 @@ class _Walk:
     async def _send(self, provider: Provider, key: str, proven_absent: bool = False) -> str:
         scene = self.scene
         request = await self._wire_request(provider)
-        # Recorded before sending: a crash from here on can never lead to a blind resubmit. A
-        # lost submission its provider's whole job list proves jobless may be sent anew.
-        again = self.again or proven_absent
+        # Recorded before sending: a crash from here on can never lead to a blind resubmit.
+        again = self.again or proven_absent  # a lost one its provider's list proves jobless
         await self.writer.transition(scene.id, "submitting", self._new_entry(key=key), again=again)
         self.emit("submitting")
         self.ctx.submitted[scene.id] = time.monotonic()
@@ -390,19 +388,10 @@ class _Walk:
     async def _reconcile(
         self, provider: Provider, key: str, request: WireRequest, sent: str | None
     ) -> Reconciled:
-        """What the provider's own records say of a submission whose answer was lost (sent at
-        `sent`, the lockfile's time). A job they name is adopted, and said so, not paid again."""
-        since = time.time() - age(sent) if sent else None
-        try:
-            found = await provider.reconcile(
-                self.ctx.clients[self.scene.provider], key, request, since
-            )
-        except ProviderError as err:
-            return Reconciled.unknown(str(err))
-        if found.job_id is not None:
+        found = await look_up(provider, self.ctx.clients[self.scene.provider], key, request, sent)
+        if found.job_id is not None:  # adopted, and said so: never paid again
             await self._check_job_id(provider, found.job_id)
-            why = f" ({found.why})" if found.why else ""
-            self.emit("adopted", f"job {found.job_id}, found at {provider.title}{why}")
+            self.emit("adopted", found.adopted(provider.title))
         return found
 
     async def _resubmit_or_reconcile(self, provider: Provider, entry: Entry) -> str:
@@ -413,33 +402,18 @@ class _Walk:
             job_id = await provider.submit(self.ctx.clients[scene.provider], request, entry.key)
         else:
             found = await self._reconcile(provider, entry.key, request, entry.submitted_at)
-            if found.job_id is None:
-                return await self._resubmit_or_park(provider, entry, found)
+            if found.absent and self.ctx.shared is None:  # proven jobless (the plan priced it)
+                self.emit("resubmitting", f"{found.why} (key {entry.key})")
+                return await self._submit(provider, key=str(uuid.uuid4()), proven_absent=True)
+            if found.job_id is None:  # parked; never under another machine's lease either
+                if entry.state != "unknown":
+                    await self.writer.transition(scene.id, "parked", state="unknown")
+                advice = look_for_job(scene.id, provider.title, entry.key, entry.submitted_at)
+                raise SubmitUncertain(found.parked(scene.id, advice), provider=provider.name)
             job_id = found.job_id
         await self._check_job_id(provider, job_id)
         await self.writer.transition(scene.id, "submitted", state="submitted", job_id=job_id)
         return job_id
-
-    async def _resubmit_or_park(self, provider: Provider, entry: Entry, found: Reconciled) -> str:
-        """A lost submission its provider names no job for: sent anew when its job list proves
-        there is none (the plan priced the reconcile at the scene's price, so a budget or a
-        saved plan covers it; not under a shared cache, whose lease another machine may
-        hold), parked otherwise."""
-        sid = self.scene.id
-        if found.absent and self.ctx.shared is None:
-            self.emit("resubmitting", f"{found.why} (key {entry.key})")
-            return await self._submit(provider, key=str(uuid.uuid4()), proven_absent=True)
-        if entry.state != "unknown":
-            await self.writer.transition(sid, "parked", state="unknown")
-        if found.absent:
-            raise SubmitUncertain(
-                f"{sid}: {found.why}: rerun with --resubmit {sid} to submit it again (not done "
-                "by itself with a shared cache, whose lease another machine may hold)",
-                provider=provider.name,
-            )
-        advice = look_for_job(sid, provider.title, entry.key, entry.submitted_at)
-        why = f"{found.why}; " if found.why else ""
-        raise SubmitUncertain(f"{sid}: {why}{advice}", provider=provider.name)
 
     async def _check_job_id(self, provider: Provider, job_id: object) -> None:
         """Park a scene whose provider answered with an odd job id (a slash, a CR LF, an ESC):

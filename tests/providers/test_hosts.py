@@ -23,7 +23,7 @@ from hailuo_pipe import providers
 from hailuo_pipe.errors import ConfigError, OutputExpired, RequestRejected
 from hailuo_pipe.providers import replicate
 from hailuo_pipe.providers.base import SETTLE_SECONDS, Reconciled
-from hailuo_pipe.render.run import Event, RenderOptions, render
+from hailuo_pipe.render import Event, RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile, iso
 from hailuo_pipe.storyboard.model import Scene
 from hailuo_pipe.validate import load_storyboard
@@ -267,7 +267,16 @@ def test_a_job_resumed_after_replicate_deleted_its_clip_is_said_to_be_gone(
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 130
     assert entry(spec).state == "submitted"
-    time.sleep(2.0)  # the prediction ends, and its output is deleted 0.2 s later
+    job = entry(spec).job_id
+    for _ in range(100):  # until the prediction has ended and its output was deleted
+        seen = httpx.get(
+            f"{emulator.url}/v1/predictions/{job}",
+            headers={"Authorization": f"Bearer {emulator.key}"},
+        ).json()
+        if seen["data_removed"]:
+            break
+        time.sleep(0.1)
+    assert seen["data_removed"] and seen["output"] is None
     (result,) = render(load_storyboard(spec), opts(emulator)).results
     _gone(result)
     assert entry(spec).state == "submitted"  # kept: the job is recorded, and named
@@ -348,19 +357,26 @@ def test_replicate_no_job_is_resubmitted_only_once_no_request_can_be_in_flight(
     assert entry(spec).state == "done"
 
 
-def test_replicate_no_job_under_a_budget_is_left_to_resubmit_by_hand(
+def test_replicate_reconcile_is_planned_at_the_scenes_price_so_a_budget_covers_a_resubmit(
     write_spec, emulator: Emulator
 ) -> None:
     from decimal import Decimal
+
+    from hailuo_pipe.errors import BudgetExceeded
 
     spec = write_spec(one_scene("replicate"))
     emulator.configure(drop={"on": "submit", "when": "before", "count": 1})
     render(load_storyboard(spec), opts(emulator))
     _backdate(spec, SETTLE_SECONDS + 5)
-    again = render(load_storyboard(spec), opts(emulator, max_cost=Decimal("5")))
-    error = again.results[0].error or ""
-    assert "has no such job: rerun with --resubmit s" in error, error
-    assert len(emulator.requests("submit")) == 1 and entry(spec).state == "unknown"
+    price = providers.get("replicate")().price(load_storyboard(spec).scenes[0])
+    seen = len(emulator.requests())
+    with pytest.raises(BudgetExceeded):  # what it may cost is refused before anything is sent
+        render(load_storyboard(spec), opts(emulator, max_cost=price - Decimal("0.01")))
+    assert len(emulator.requests()) == seen
+    again = render(load_storyboard(spec), opts(emulator, max_cost=price))
+    assert [r.outcome for r in again.results] == ["rendered"], again
+    assert again.spent == pytest.approx(float(price))
+    assert paid(emulator) == {"replicate": 1}
 
 
 PARTIAL: list[tuple[str, dict[str, Any], str]] = [

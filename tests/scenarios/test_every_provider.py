@@ -13,7 +13,7 @@ from support.emulator_fixture import provider_env
 
 from hailuo_emulator import Emulator
 from hailuo_pipe import providers
-from hailuo_pipe.render.run import RenderOptions, render
+from hailuo_pipe.render import RenderOptions, render
 from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.validate import load_storyboard
 
