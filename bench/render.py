@@ -34,14 +34,16 @@ from hailuo_pipe.validate import load_storyboard
 # loads them at start, but the library loads them only on first use, and loading modules is the
 # process's start-up (which `noop` measures), not the render's work
 
-PREFIXES = ("WAVESPEED", "GMI", "MINIMAX", "RUNWARE", "APIFRAME")
-
-
 def env_for(emu: Emulator) -> dict[str, str]:
+    """Every hosted provider's key and base URL variables, pointed at the emulator."""
+    from hailuo_pipe import providers
+
     out = {}
-    for prefix in PREFIXES:
-        out[f"{prefix}_API_KEY"] = emu.key
-        out[f"{prefix}_BASE_URL"] = emu.url
+    for name in providers.PROVIDER_NAMES:
+        cls = providers.get(name)
+        if not cls.local:
+            out[cls.key_variable()] = emu.key
+            out[cls.url_variable()] = emu.url
     return out
 
 

@@ -1,4 +1,4 @@
-"""A loopback emulator of the five hosted Hailuo 02 APIs, for tests and benchmarks.
+"""A loopback emulator of the seven hosted Hailuo 02 APIs, for tests and benchmarks.
 
     with run_emulator(job_seconds=0.3) as emu:
         provider = WaveSpeedProvider(base_url=emu.url, api_key=emu.key)
@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,9 +34,16 @@ class Emulator:
 
     url: str
     key: str = DEFAULT_KEY
+    ca: str | None = None  # the certificate an HTTPS emulator serves, to trust it
 
     def _control(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.url}/_emulator/{path}", json=body, timeout=10)
+        response = httpx.request(
+            method,
+            f"{self.url}/_emulator/{path}",
+            json=body,
+            timeout=10,
+            verify=ssl.create_default_context(cafile=self.ca) if self.ca else True,
+        )
         response.raise_for_status()
         return response.json()
 
@@ -73,8 +81,11 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def run_emulator(key: str = DEFAULT_KEY, **switches: Any) -> Iterator[Emulator]:
-    """Start an emulator process on a free loopback port; stop it on exit."""
+def run_emulator(
+    key: str = DEFAULT_KEY, tls: tuple[str, str] | None = None, **switches: Any
+) -> Iterator[Emulator]:
+    """Start an emulator process on a free loopback port; stop it on exit. `tls` (a
+    certificate and its key, PEM files) makes it serve HTTPS."""
     cmd = [
         sys.executable,
         "-m",
@@ -85,6 +96,7 @@ def run_emulator(key: str = DEFAULT_KEY, **switches: Any) -> Iterator[Emulator]:
         key,
         "--config",
         json.dumps(switches),
+        *(("--tls", *tls) if tls else ()),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -93,7 +105,8 @@ def run_emulator(key: str = DEFAULT_KEY, **switches: Any) -> Iterator[Emulator]:
         line = proc.stdout.readline().strip()
         if not line.isdigit():
             raise RuntimeError(f"the emulator did not start (said {line!r})")
-        yield Emulator(f"http://127.0.0.1:{line}", key)
+        scheme = "https" if tls else "http"
+        yield Emulator(f"{scheme}://127.0.0.1:{line}", key, tls[0] if tls else None)
     finally:
         proc.terminate()
         try:

@@ -16,8 +16,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--key", default=DEFAULT_KEY, help="the API key every provider expects")
     parser.add_argument("--config", default="{}", help="initial switches as JSON")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS")
     args = parser.parse_args(argv)
-    server = Server(args.port, args.host, key=args.key, **json.loads(args.config))
+    tls = tuple(args.tls) if args.tls else None
+    server = Server(args.port, args.host, tls=tls, key=args.key, **json.loads(args.config))
     print(server.port, flush=True)
     warm()
     try:

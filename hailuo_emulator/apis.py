@@ -1,4 +1,5 @@
-"""The five wire formats: routing, strict validation, and each API's own answer shapes."""
+"""The wire formats: routing, strict validation, and each API's own answer shapes (the two
+hosts, fal.ai and Replicate, in hosts.py)."""
 
 from __future__ import annotations
 
@@ -193,7 +194,7 @@ class GMICloud(Api):
 
     def route(self, req: Req) -> str | None:
         if req.path == self.ROOT:
-            return "submit" if req.method == "POST" else "poll" if req.method == "GET" else None
+            return "submit" if req.method == "POST" else "list" if req.method == "GET" else None
         if req.method == "GET" and req.path.startswith(self.ROOT + "/"):
             return "poll"
         return None
@@ -202,7 +203,7 @@ class GMICloud(Api):
         return Resp(status, {"error": message})
 
     def handle(self, req: Req, kind: str, state: State) -> Resp:
-        if kind == "poll" and req.path == self.ROOT:
+        if kind == "list":
             with state.lock:
                 mine = [j for j in state.jobs.values() if j.provider == self.name]
             return Resp(200, {"requests": [self._view(req, j) for j in mine], "total": len(mine)})
@@ -239,8 +240,8 @@ class GMICloud(Api):
             "status": status,
             "outcome": outcome,
             "error": REFUSAL if phase == "refuse" else FAILURE if phase == "fail" else None,
-            "created_at": int(job.created),
-            "updated_at": int(job.created),
+            "created_at": int(job.wall),
+            "updated_at": int(job.wall),
         }
 
 
@@ -328,7 +329,7 @@ class MiniMax(Api):
                 "file": {
                     "file_id": file_id,
                     "bytes": 0,
-                    "created_at": int(job.created),
+                    "created_at": int(job.wall),
                     "filename": "output.mp4",
                     "purpose": "video_generation",
                     "download_url": self.clip_url(req, job),
@@ -512,8 +513,20 @@ class Apiframe(Api):
         return view
 
 
-# Runware first: it owns POST /v1 with an array body, MiniMax owns the named /v1 paths.
-APIS: tuple[Api, ...] = (Runware(), WaveSpeed(), GMICloud(), MiniMax(), Apiframe())
+# the two hosts' module builds on the helpers above, so it is imported once they exist
+from hailuo_emulator.hosts import Fal, Replicate  # noqa: E402
+
+# Runware first: it owns POST /v1 with an array body, MiniMax owns the named /v1 paths;
+# Replicate's are /v1/models/… and /v1/predictions…, fal's /fal-ai/….
+APIS: tuple[Api, ...] = (
+    Runware(),
+    WaveSpeed(),
+    GMICloud(),
+    MiniMax(),
+    Apiframe(),
+    Fal(),
+    Replicate(),
+)
 
 
 def route(req: Req) -> tuple[Api, str] | None:

@@ -6,6 +6,7 @@ import base64
 import gzip
 import json
 import socket
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 from hailuo_emulator.apis import Req, Resp, route
 from hailuo_emulator.clip import clip_bytes, warm
+from hailuo_emulator.hosts import removed_file
 from hailuo_emulator.state import State
 
 SECRET_HEADERS = ("authorization", "x-api-key")
@@ -24,17 +26,34 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
     allow_reuse_address = True
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", **config: Any) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        tls: tuple[str, str] | None = None,
+        **config: Any,
+    ) -> None:
         self.state = State(**config)
         super().__init__((host, port), Handler)
+        self.scheme = "http"
+        if tls is not None:  # HTTPS, for clients that speak nothing else (fal-client)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            # the handshake is made in the handler's thread, on the first read, so a slow or
+            # broken client holds up no other connection
+            self.socket = context.wrap_socket(
+                self.socket, server_side=True, do_handshake_on_connect=False
+            )
+            self.scheme = "https"
 
     @property
     def port(self) -> int:
         return int(self.server_address[1])
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client killed mid-request (the crash tests do this on purpose) is not an error
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        # a client killed mid-request (the crash tests do this on purpose) is not an error,
+        # nor is one that gave up on the TLS handshake
+        if not isinstance(sys.exc_info()[1], ConnectionError | ssl.SSLError):
             super().handle_error(request, client_address)
 
 
@@ -77,7 +96,7 @@ class Handler(BaseHTTPRequestHandler):
             dict(parse_qsl(parts.query)),
             headers,
             body,
-            f"http://{headers.get('host', '127.0.0.1')}",
+            f"{self.server.scheme}://{headers.get('host', '127.0.0.1')}",
         )
         if parts.path.startswith("/_files/"):
             self._record(req, "download", None)
@@ -141,7 +160,7 @@ class Handler(BaseHTTPRequestHandler):
         job_id = req.path.rsplit("/", 1)[-1].removesuffix(".mp4")
         with state.lock:
             job = state.jobs.get(job_id)
-        if job is None or job.phase() != "ok":
+        if job is None or job.phase() != "ok" or removed_file(job, state):
             self._send_raw(404, b"<Error><Code>NoSuchKey</Code></Error>", "application/xml")
             return
         if state.config["expire_outputs"]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_KEY = "test-key"
-PROVIDERS = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+PROVIDERS = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe", "fal", "replicate")
 
 # switch -> request kinds it hits unless the switch says otherwise ("on")
 FAULT_SWITCHES = {
@@ -24,6 +24,8 @@ FAULT_SWITCHES = {
     # a 2xx submit answer whose job id is {"value": X} (any JSON) or, without "value", absent
     "bad_job_id": ("submit",),
 }
+# a provider's list of jobs (GMI's requests, Replicate's predictions) is the kind "list": a
+# fault hits it only when its switch says {"on": "list"}
 RATE_SWITCHES = ("fail_jobs", "refuse_content")
 
 
@@ -72,6 +74,7 @@ class Job:
     resolution: str = "768p"
     key: str | None = None  # taskUUID / Idempotency-Key that created it
     serial: int = 0  # how many jobs came before it: picks the clip it serves
+    wall: float = 0.0  # time.time() at creation: the created_at an API reports
 
     def phase(self, now: float | None = None) -> str:
         """queued | running | ok | fail | refuse."""
@@ -79,6 +82,12 @@ class Job:
         if elapsed >= self.seconds:
             return self.outcome
         return "queued" if elapsed < 0.1 * self.seconds else "running"
+
+    def removed(self, lifetime: float | None) -> bool:
+        """Whether its input and output were deleted (Replicate: about an hour after it ends)."""
+        if lifetime is None:
+            return False
+        return time.monotonic() - self.created >= self.seconds + float(lifetime)
 
 
 DEFAULTS: dict[str, Any] = {
@@ -92,6 +101,14 @@ DEFAULTS: dict[str, Any] = {
     # Runware: this many polls are answered with an error that names no task (a count)
     "anonymous_poll_errors": 0,
     "expire_outputs": False,
+    # seconds after a job ends when its input and output are deleted (Replicate keeps them
+    # about an hour); None keeps them
+    "output_lifetime": None,
+    # predictions a page of Replicate's list holds (100 on the real API)
+    "list_page_size": 100,
+    # hostile: the origin (scheme://host:port) put in the URLs an answer hands out to follow
+    # (fal's status_url / response_url, Replicate's next page) instead of the emulator's own
+    "foreign_urls": None,
     "output_bytes": 0,
     "clip_path": None,
     "seed": 0,
@@ -178,6 +195,8 @@ class State:
             if key is not None and (provider, key) in self.by_key:
                 return self.jobs[self.by_key[(provider, key)]], False
             job_id = key if provider == "runware" and key else uuid.uuid4().hex
+            if provider == "fal":
+                job_id = str(uuid.UUID(job_id))  # fal's request ids are dashed UUIDs
             job = Job(
                 id=job_id,
                 provider=provider,
@@ -190,6 +209,7 @@ class State:
                 resolution=resolution,
                 key=key,
                 serial=sum(self.created.values()),
+                wall=time.time(),
             )
             self.jobs[job.id] = job
             if key is not None:
@@ -207,7 +227,13 @@ class State:
         with self.lock:
             jobs = sorted(self.jobs.values(), key=lambda j: j.serial)
             return [
-                {"id": j.id, "provider": j.provider, "body": j.body, "outcome": j.outcome}
+                {
+                    "id": j.id,
+                    "provider": j.provider,
+                    "body": j.body,
+                    "outcome": j.outcome,
+                    "created": j.wall,
+                }
                 for j in jobs
             ]
 

@@ -17,6 +17,8 @@ _REGISTRY = {
     "minimax": "minimax:MiniMaxProvider",
     "runware": "runware:RunwareProvider",
     "apiframe": "apiframe:ApiframeProvider",
+    "fal": "fal:FalProvider",
+    "replicate": "replicate:ReplicateProvider",
 }
 PROVIDER_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 

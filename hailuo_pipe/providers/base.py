@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from hailuo_pipe.errors import ConfigError, SubmitUncertain
+from hailuo_pipe.errors import ConfigError, ProviderError, SubmitUncertain
 from hailuo_pipe.redact import key_problem
 from hailuo_pipe.storyboard.model import Scene
 
@@ -140,10 +142,106 @@ def wire_str(value: Any) -> str:
     return value.lower() if isinstance(value, str) else ""
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What a provider's own records say of a submission whose answer was lost.
+
+    Exactly one of three: `job_id` (the one job it created, to adopt), `absent` (there is
+    certainly none: the provider's list of jobs was read whole, was authoritative, and no
+    request can still be in flight), or neither (it cannot tell; `why` says why).
+    """
+
+    job_id: str | None = None
+    absent: bool = False
+    why: str = ""
+
+    @classmethod
+    def found(cls, job_id: str, why: str = "") -> Reconciled:
+        return cls(job_id=job_id, why=why)
+
+    @classmethod
+    def none(cls, why: str) -> Reconciled:
+        """Certainly no job: resubmitting cannot pay twice."""
+        return cls(absent=True, why=why)
+
+    @classmethod
+    def unknown(cls, why: str = "") -> Reconciled:
+        return cls(why=why)
+
+    def adopted(self, title: str) -> str:
+        """The line a render says when it adopts the job found."""
+        return f"job {self.job_id}, found at {title}" + (f" ({self.why})" if self.why else "")
+
+    def parked(self, scene_id: str, advice: str) -> str:
+        """Why a scene stays parked: `advice` says how to settle it by hand."""
+        if self.absent:  # proof enough, but not acted on by itself (a shared cache's lease)
+            return (
+                f"{scene_id}: {self.why}: rerun with --resubmit {scene_id} to submit it again "
+                "(not done by itself with a shared cache, whose lease another machine may hold)"
+            )
+        return f"{scene_id}: {self.why}; {advice}" if self.why else f"{scene_id}: {advice}"
+
+
+async def look_up(
+    provider: Provider,
+    client: httpx.AsyncClient,
+    key: str,
+    request: WireRequest,
+    sent: str | None,
+) -> Reconciled:
+    """`provider.reconcile` for a submission the lockfile says was sent at `sent` (ISO 8601,
+    UTC); an error while looking is no answer, only "cannot tell"."""
+    try:
+        return await provider.reconcile(client, key, request, epoch_of(sent))
+    except ProviderError as err:
+        return Reconciled.unknown(str(err))
+
+
+UNKNOWN = Reconciled.unknown()
+# A request held on the way (a slow proxy, a retrying load balancer) can still create its job
+# until well after the client gave up on it, and a job list can lag behind a fresh job: a list
+# read sooner than this after the submission was sent is never proof that there is no job.
+SETTLE_SECONDS = 2 * REQUEST_TIMEOUT
+# Clocks differ: a job created this long before the submission began (by our clock) may still
+# be the submission's own. Wider would also take in an older identical job, which only ever
+# makes a match ambiguous (so the scene is parked), never wrong.
+CLOCK_SKEW = 30.0
+
+
+def settled(since: float | None, now: float | None = None) -> bool:
+    """Whether a submission sent at `since` can no longer create its job (see SETTLE_SECONDS)."""
+    return since is not None and (time.time() if now is None else now) - since >= SETTLE_SECONDS
+
+
+def epoch_of(value: Any) -> float | None:
+    """Epoch seconds of a provider's timestamp: an ISO 8601 string (any precision, Z or an
+    offset) or a number of seconds (milliseconds when that large); None when unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) / 1000 if value > 1e11 else float(value)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    # fromisoformat before 3.11 rejects fractions of other than 3 or 6 digits: cut to 6
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        text = f"{head}.{rest[:digits][:6].ljust(6, '0')}{rest[digits:]}"
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 class Provider(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     env_prefix: ClassVar[str]  # "WAVESPEED" -> WAVESPEED_API_KEY, WAVESPEED_BASE_URL
+    # The variables' names where a provider's own clients use others (fal.ai's FAL_KEY)
+    api_key_variable: ClassVar[str] = ""
+    base_url_variable: ClassVar[str] = ""
     default_base_url: ClassVar[str]
     capabilities: ClassVar[Capabilities]
     # True when a submit whose answer was lost can be sent again without creating a second paid
@@ -163,11 +261,11 @@ class Provider(ABC):
 
     @classmethod
     def key_variable(cls) -> str:
-        return f"{cls.env_prefix}_API_KEY"
+        return cls.api_key_variable or f"{cls.env_prefix}_API_KEY"
 
     @classmethod
     def url_variable(cls) -> str:
-        return f"{cls.env_prefix}_BASE_URL"
+        return cls.base_url_variable or f"{cls.env_prefix}_BASE_URL"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Provider:
@@ -244,10 +342,18 @@ class Provider(ABC):
         raise NotImplementedError
 
     async def reconcile(
-        self, client: httpx.AsyncClient, key: str, request: WireRequest
-    ) -> str | None:
-        """Find the job a lost submit created, if the API lets us; None when it cannot tell."""
-        return None
+        self,
+        client: httpx.AsyncClient,
+        key: str,
+        request: WireRequest,
+        since: float | None = None,
+    ) -> Reconciled:
+        """What became of a submission whose answer was lost: the job it created, certainly
+        none, or cannot tell (the default: the API offers no way to look).
+
+        `key` is the submission's key and `since` when it was sent (epoch seconds; None when
+        unknown, which never proves a job absent)."""
+        return UNKNOWN
 
     async def render_local(
         self, scene: Scene, images: Mapping[str, Path | str], dest: Path

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from hailuo_pipe.errors import ConfigError, TransientError
 from hailuo_pipe.providers.base import (
     ABSENT,
+    CLOCK_SKEW,
     Capabilities,
     JobStatus,
     Provider,
+    Reconciled,
     State,
     WireRequest,
+    epoch_of,
     state_of,
     submitted_job_id,
     wire_int,
@@ -147,25 +150,40 @@ class GMICloudProvider(HostedProvider):
         return status_of(reply.body)
 
     async def reconcile(
-        self, client: httpx.AsyncClient, key: str, request: WireRequest
-    ) -> str | None:
-        """The one queued request whose payload is exactly ours, if there is exactly one."""
+        self,
+        client: httpx.AsyncClient,
+        key: str,
+        request: WireRequest,
+        since: float | None = None,
+    ) -> Reconciled:
+        """The one request in GMI's list whose payload is exactly ours, created since the
+        submission began. Finding none is no proof that there is none: the list's envelope
+        and completeness are unconfirmed (GMI documents neither pagination nor how far back
+        it goes), so a scene with no match stays parked rather than being sent again."""
         reply = await self.call(client, "GET", REQUESTS_PATH, idempotent=True, check=None)
         body = reply.body
         # unconfirmed: the list's envelope; both a bare list and {"requests": [...]} are read
         items = body.get("requests") if isinstance(body, dict) else body
         if not isinstance(items, list):
-            return None
+            return Reconciled.unknown("GMI Cloud's request list was not readable")
         wanted = request.body
-        found = [
-            item.get("request_id")
-            for item in items
-            if isinstance(item, dict)
-            and item.get("model") == wanted["model"]
-            and item.get("payload") == wanted["payload"]
-            and state_of(item.get("status"), STATES) not in ("failed", "cancelled")
-        ]
-        return found[0] if len(found) == 1 and isinstance(found[0], str) else None
+        found: list[Any] = []
+        for item in items:
+            if not isinstance(item, dict) or item.get("model") != wanted["model"]:
+                continue
+            if item.get("payload") != wanted["payload"]:
+                continue
+            created = epoch_of(item.get("created_at"))
+            if since is not None and created is not None and created < since - CLOCK_SKEW:
+                continue  # an older request for the same payload (a render before this one)
+            if since is not None and created is None:
+                return Reconciled.unknown("a request with this payload has no readable date")
+            found.append(item.get("request_id"))
+        if len(found) == 1 and isinstance(found[0], str):
+            return Reconciled.found(found[0], "by its payload in GMI Cloud's request list")
+        if found:
+            return Reconciled.unknown(f"{len(found)} requests in GMI Cloud's list match it")
+        return Reconciled.unknown("no request in GMI Cloud's list matches it (not proof)")
 
 
 def output_url(outcome: Any) -> str | None:

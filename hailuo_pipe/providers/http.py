@@ -124,7 +124,9 @@ class HostedProvider(Provider):
         self.base_url = normalise_base(self.base_url, self.version_suffixes)
 
     def url(self, path: str) -> str:
-        return self.base_url + path
+        # an absolute URL is one an answer gave (fal's status_url), its host checked by the
+        # adapter that follows it
+        return path if path.startswith(("http://", "https://")) else self.base_url + path
 
     async def call(
         self,

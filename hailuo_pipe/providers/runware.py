@@ -18,6 +18,7 @@ from hailuo_pipe.errors import RequestRejected, TransientError
 from hailuo_pipe.providers.base import (
     Capabilities,
     JobStatus,
+    Reconciled,
     State,
     WireRequest,
     state_of,
@@ -170,10 +171,18 @@ class RunwareProvider(HostedProvider):
         return status_of(reply.body, job_id)
 
     async def reconcile(
-        self, client: httpx.AsyncClient, key: str, request: WireRequest
-    ) -> str | None:
+        self,
+        client: httpx.AsyncClient,
+        key: str,
+        request: WireRequest,
+        since: float | None = None,
+    ) -> Reconciled:
+        """The task is looked up by its taskUUID, which is the submission's own key. A task not
+        found is no proof: one still in flight may yet arrive (a resend dedupes it anyway)."""
         status = await self.poll(client, key)
-        return None if status.state == "failed" and status.error == NOT_FOUND else key
+        if status.state == "failed" and status.error == NOT_FOUND:
+            return Reconciled.unknown(f"Runware has no task {key} yet")
+        return Reconciled.found(key, f"Runware has the task under its taskUUID {key}")
 
 
 NOT_FOUND = "no task with this taskUUID"

@@ -43,7 +43,7 @@ from hailuo_pipe.plan import (
     pixels_of,
 )
 from hailuo_pipe.plan.fingerprint import SCHEME
-from hailuo_pipe.providers.base import JobStatus, Provider, WireRequest
+from hailuo_pipe.providers.base import JobStatus, Provider, Reconciled, WireRequest, look_up
 from hailuo_pipe.redact import shown
 from hailuo_pipe.render import shared as sharing
 from hailuo_pipe.render.context import Context, NotStarted, Slots
@@ -127,7 +127,7 @@ class _Walk:
             else:  # resend, reconcile or blocked: a submission whose answer was lost
                 assert entry is not None and step.action in ("resend", "reconcile", "blocked")
                 job_id = await self._resubmit_or_reconcile(provider, entry)
-                outcome = "resumed"
+                outcome = "resumed" if self.lock.scenes[scene.id].key == entry.key else "rendered"
             return await self._finish(provider, job_id, outcome, held)
 
     # -- the shared cache -------------------------------------------------------------------
@@ -336,31 +336,30 @@ class _Walk:
             )
         return base / record.path
 
-    async def _submit(self, provider: Provider, key: str) -> str:
+    async def _submit(self, provider: Provider, key: str, *, proven_absent: bool = False) -> str:
         async with self.ctx.traffic.submitting():
-            return await self._send(provider, key)
+            return await self._send(provider, key, proven_absent)
 
-    async def _send(self, provider: Provider, key: str) -> str:
+    async def _send(self, provider: Provider, key: str, proven_absent: bool = False) -> str:
         scene = self.scene
         request = await self._wire_request(provider)
         # Recorded before sending: a crash from here on can never lead to a blind resubmit.
-        await self.writer.transition(
-            scene.id, "submitting", self._new_entry(key=key), again=self.again
-        )
+        again = self.again or proven_absent  # a lost one its provider's list proves jobless
+        await self.writer.transition(scene.id, "submitting", self._new_entry(key=key), again=again)
         self.emit("submitting")
         self.ctx.submitted[scene.id] = time.monotonic()
         try:
             job_id = await provider.submit(self.ctx.clients[scene.provider], request, key)
         except SubmitUncertain as err:
-            found = await self._reconcile(provider, key, request)
-            if found is None:
+            sent = self.lock.scenes[scene.id].submitted_at
+            found = await self._reconcile(provider, key, request, sent)
+            if found.job_id is None:
                 await self.writer.transition(scene.id, "parked", state="unknown", error=str(err))
-                sent = self.lock.scenes[scene.id].submitted_at
                 raise SubmitUncertain(
                     f"{scene.id}: {err}; " + look_for_job(scene.id, provider.title, key, sent),
                     provider=provider.name,
                 ) from None
-            job_id = found
+            job_id = found.job_id
         except ProviderError as err:
             if provider.idempotent_submit and isinstance(err, TransientError | RateLimited):
                 # every attempt resent this key and any of them may have created the job:
@@ -387,11 +386,14 @@ class _Walk:
         self.emit("submitted", f"job {job_id}")  # recorded: shown as the lockfile says
         return job_id
 
-    async def _reconcile(self, provider: Provider, key: str, request: WireRequest) -> str | None:
-        try:
-            return await provider.reconcile(self.ctx.clients[self.scene.provider], key, request)
-        except ProviderError:
-            return None
+    async def _reconcile(
+        self, provider: Provider, key: str, request: WireRequest, sent: str | None
+    ) -> Reconciled:
+        found = await look_up(provider, self.ctx.clients[self.scene.provider], key, request, sent)
+        if found.job_id is not None:  # adopted, and said so: never paid again
+            await self._check_job_id(provider, found.job_id)
+            self.emit("adopted", found.adopted(provider.title))
+        return found
 
     async def _resubmit_or_reconcile(self, provider: Provider, entry: Entry) -> str:
         scene = self.scene
@@ -400,12 +402,16 @@ class _Walk:
             self.emit("submitting", f"resending with key {entry.key}")
             job_id = await provider.submit(self.ctx.clients[scene.provider], request, entry.key)
         else:
-            found = await self._reconcile(provider, entry.key, request)
-            if found is None:
+            found = await self._reconcile(provider, entry.key, request, entry.submitted_at)
+            if found.absent and self.ctx.shared is None:  # proven jobless (the plan priced it)
+                self.emit("resubmitting", f"{found.why} (key {entry.key})")
+                return await self._submit(provider, key=str(uuid.uuid4()), proven_absent=True)
+            if found.job_id is None:  # parked; never under another machine's lease either
                 if entry.state != "unknown":
                     await self.writer.transition(scene.id, "parked", state="unknown")
-                raise SubmitUncertain(f"{scene.id}: {self.step.reason}", provider=provider.name)
-            job_id = found
+                advice = look_for_job(scene.id, provider.title, entry.key, entry.submitted_at)
+                raise SubmitUncertain(found.parked(scene.id, advice), provider=provider.name)
+            job_id = found.job_id
         await self._check_job_id(provider, job_id)
         await self.writer.transition(scene.id, "submitted", state="submitted", job_id=job_id)
         self.emit("submitted", f"job {job_id}")

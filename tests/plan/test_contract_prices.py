@@ -22,7 +22,7 @@ from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.storyboard.model import Scene
 from hailuo_pipe.validate import check, load_storyboard
 
-HOSTED = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+HOSTED = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe", "fal", "replicate")
 
 
 def _scene(provider: str, **kw: object) -> Scene:

@@ -1,4 +1,4 @@
-"""The five hosted providers: pure request building, schemas, and a full job on the emulator."""
+"""The hosted providers: pure request building, schemas, and a full job on the emulator."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from hailuo_pipe.storyboard.schemas import load_schema
 emulator = emulator_fixture.emulator
 emulator_process = emulator_fixture.emulator_process
 
-HOSTED = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+HOSTED = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe", "fal", "replicate")
 KEY = "3b241101-e2bb-4255-8caf-4136c566a962"
 URL = "https://example.com/first.png"
 END_URL = "https://example.com/last.png"
@@ -95,7 +95,7 @@ def test_schemas_reject_10_s_at_1080p_unknown_options_and_long_prompts(name: str
     messages = [e.message for e in validator.iter_errors(bad.body)]
     assert any("bogus" in m for m in messages)
     assert any("2000" in m or "long" in m for m in messages)
-    if name != "wavespeed":  # WaveSpeed's tier is the endpoint, checked by capabilities
+    if name not in ("wavespeed", "fal"):  # their tier is the endpoint, vetted by capabilities
         ten = cls().build_request(scene(name, resolution="1080p", duration=10), {})
         assert list(validator.iter_errors(ten.body))
 
@@ -184,6 +184,8 @@ def test_apiframe_puts_model_fields_in_hailuo_params_and_sends_only_urls() -> No
         ("runware", "http://h:1/v1/", "http://h:1"),
         ("apiframe", "http://h:1/v2", "http://h:1"),
         ("apiframe", "http://h:1", "http://h:1"),
+        ("replicate", "http://h:1/v1/", "http://h:1"),
+        ("fal", "http://h:1/", "http://h:1"),
     ],
 )
 def test_base_url_with_or_without_the_version(name: str, given: str, root: str) -> None:
@@ -222,13 +224,16 @@ EXPECTED = {
     "minimax": ("POST", "/v1/video_generation", "authorization", "Bearer "),
     "runware": ("POST", "/v1", "authorization", "Bearer "),
     "apiframe": ("POST", "/v2/videos/generate", "x-api-key", ""),
+    "fal": ("POST", "/fal-ai/minimax/hailuo-02/standard/image-to-video", "authorization", "Key "),
+    "replicate": ("POST", "/v1/models/minimax/hailuo-02/predictions", "authorization", "Bearer "),
 }
 
 
 @pytest.mark.parametrize("name", HOSTED)
 def test_a_job_end_to_end_sends_exactly_the_built_request(name: str, emulator: Emulator) -> None:
     cls = providers.get(name)
-    provider = cls(base_url=emulator.url + cls.version_suffixes[-1], api_key=emulator.key)
+    suffix = cls.version_suffixes[-1] if cls.version_suffixes else "/"
+    provider = cls(base_url=emulator.url + suffix, api_key=emulator.key)
     image = URL if name == "apiframe" else png_uri()
     images = {"image": image}
     if cls.capabilities.end_image:

@@ -33,14 +33,20 @@ VARIANTS: list[tuple[Any, str]] = [
     ("", "is an empty string"),
     (ABSENT, "is missing"),
 ]
-FIELDS = {"wavespeed": "data.id", "apiframe": "jobId", "gmicloud": "request_id"}
+FIELDS = {
+    "wavespeed": "data.id",
+    "apiframe": "jobId",
+    "gmicloud": "request_id",
+    "fal": "request_id",
+    "replicate": "id",
+}
 
 
 def _bad_id(value: Any) -> dict[str, Any]:
     return {"bad_job_id": {"count": 1} if value is ABSENT else {"count": 1, "value": value}}
 
 
-@pytest.mark.parametrize("provider", ["wavespeed", "apiframe"])
+@pytest.mark.parametrize("provider", ["wavespeed", "apiframe", "fal"])
 @pytest.mark.parametrize(
     ("value", "named"), VARIANTS, ids=["null", "number", "object", "empty", "absent"]
 )
@@ -119,3 +125,23 @@ def test_blocked_scene_says_to_wait_out_the_request_timeout_before_looking(
     assert step.reason == advice
     again = render(board, RenderOptions(environ=provider_env(emulator)))
     assert again.results[0].error == f"s1: {advice}"
+
+
+@pytest.mark.parametrize(("value", "named"), VARIANTS[:2], ids=["null", "number"])
+def test_replicate_adopts_an_accepted_submit_without_an_id_from_its_prediction_list(
+    value: Any, named: str, write_spec, emulator: Emulator
+) -> None:
+    """Replicate's list names the prediction by its input: adopted, said so, paid once."""
+    spec = write_spec(SPEC.format(provider="replicate"))
+    emulator.configure(**_bad_id(value))
+    events: list[Any] = []
+    result = render(
+        load_storyboard(spec), RenderOptions(environ=provider_env(emulator), on_event=events.append)
+    )
+    assert [r.outcome for r in result.results] == ["rendered"], result
+    [job] = emulator.job_list()
+    assert Lockfile.load(spec.with_suffix(".lock"), "ids").scenes["s1"].job_id == job["id"]
+    assert [e.detail for e in events if e.state == "adopted"] == [
+        f"job {job['id']}, found at Replicate (by its input in Replicate's prediction list)"
+    ]
+    assert len(emulator.requests("submit")) == 1

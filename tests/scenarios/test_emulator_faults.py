@@ -20,7 +20,7 @@ from hailuo_pipe.errors import (
     SubmitUncertain,
     TransientError,
 )
-from hailuo_pipe.providers.base import JobStatus, Provider, WireRequest
+from hailuo_pipe.providers.base import JobStatus, Provider, Reconciled, WireRequest
 from hailuo_pipe.providers.http import RetryPolicy, request, retry_after
 from hailuo_pipe.providers.minimax import error_for
 from hailuo_pipe.storyboard.model import Scene
@@ -28,7 +28,7 @@ from hailuo_pipe.storyboard.model import Scene
 emulator = emulator_fixture.emulator
 emulator_process = emulator_fixture.emulator_process
 
-HOSTED = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+HOSTED = ("wavespeed", "gmicloud", "minimax", "runware", "apiframe", "fal", "replicate")
 KEY = "0f8fad5b-d9cb-469f-a165-70867728950e"
 FAST = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05, budget=10.0)
 
@@ -76,7 +76,9 @@ def run(coro: Any) -> Any:
 # -- submits that may have created a job are never resent -------------------------------------
 
 
-@pytest.mark.parametrize("name", ["wavespeed", "gmicloud", "minimax", "apiframe"])
+@pytest.mark.parametrize(
+    "name", ["wavespeed", "gmicloud", "minimax", "apiframe", "fal", "replicate"]
+)
 def test_answer_dropped_after_the_job_exists_is_uncertain_and_not_resent(
     name: str, emulator: Emulator
 ) -> None:
@@ -162,13 +164,15 @@ def test_runware_reconcile_finds_the_job_by_its_task_uuid(emulator: Emulator) ->
     provider = make("runware", emulator)
     request = req(provider)
 
-    async def go() -> tuple[str | None, str | None]:
+    async def go() -> tuple[Reconciled, Reconciled]:
         async with httpx.AsyncClient(timeout=5) as client:
             missing = await provider.reconcile(client, KEY, request)
             await provider.submit(client, request, KEY)
             return missing, await provider.reconcile(client, KEY, request)
 
-    assert run(go()) == (None, KEY)
+    missing, found = run(go())
+    assert (missing.job_id, missing.absent) == (None, False)  # not found is no proof of absence
+    assert found.job_id == KEY
 
 
 # -- rate limits and retries of idempotent calls ----------------------------------------------
@@ -283,6 +287,8 @@ def test_wrong_key_is_an_authentication_error_without_the_key(
         ("minimax", {"prompt_optimizer": "yes"}),
         ("runware", {"outputQuality": 100}),
         ("apiframe", {"resolution": "4k"}),
+        ("fal", {"duration": 6}),  # a number: fal takes the string "6"
+        ("replicate", {"resolution": "4k"}),
     ],
 )
 def test_invalid_request_is_rejected_with_the_providers_message(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from support import soak
-from support.emulator_fixture import provider_env
+from support.emulator_fixture import key_variables, provider_env
 
 import hailuo_pipe.render as rendering
 from hailuo_emulator import Emulator
@@ -402,7 +402,7 @@ def test_no_api_key_in_any_output_or_file_across_a_faulty_render(
     emulator.reset(job_seconds=0.2, key=SECRET, seed=3, **soak.FAULTS)
     home = tmp_path / "home"
     home.mkdir()
-    env = {f"{p}_API_KEY": SECRET for p in ("WAVESPEED", "GMI", "MINIMAX", "RUNWARE", "APIFRAME")}
+    env = dict.fromkeys(key_variables(), SECRET)  # every hosted provider's key variable
     env |= {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")}
     spec = soak.write_workdir(tmp_path, 6)
     printed: list[str] = []

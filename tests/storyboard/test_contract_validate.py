@@ -114,7 +114,7 @@ def _field_cases() -> list[tuple[str, str, str]]:
 
     return [
         (name, wire, origin)
-        for name in ("wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+        for name in ("wavespeed", "gmicloud", "minimax", "runware", "apiframe", "fal", "replicate")
         for wire, origin in providers.get(name).field_origins.items()
     ]
 

@@ -28,6 +28,8 @@ def emulator(emulator_process: Emulator) -> Iterator[Emulator]:
     yield emulator_process
 
 PREFIXES = ("WAVESPEED", "GMI", "MINIMAX", "RUNWARE", "APIFRAME")
+# (key variable, base URL variable) of the providers whose names follow their own clients
+NAMED = (("FAL_KEY", "FAL_BASE_URL"), ("REPLICATE_API_TOKEN", "REPLICATE_BASE_URL"))
 
 
 def provider_env(emu) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -36,4 +38,12 @@ def provider_env(emu) -> dict[str, str]:  # type: ignore[no-untyped-def]
     for prefix in PREFIXES:
         env[f"{prefix}_API_KEY"] = emu.key
         env[f"{prefix}_BASE_URL"] = emu.url
+    for key, url in NAMED:
+        env[key] = emu.key
+        env[url] = emu.url
     return env
+
+
+def key_variables() -> tuple[str, ...]:
+    """Every hosted provider's key variable (to set them all to one secret, say)."""
+    return (*(f"{p}_API_KEY" for p in PREFIXES), *(key for key, _ in NAMED))

@@ -3,7 +3,7 @@
     python tests/soak.py --kills 50 --scenes 20 --seed 1          # what `make soak` runs
     python tests/soak.py --kills 20 --signals KILL,INT,TERM --json
 
-The harness starts the provider emulator, writes a chained storyboard over all five hosted
+The harness starts the provider emulator, writes a chained storyboard over all seven hosted
 providers (a chain through the whole storyboard, fan-out from each segment's root, independent
 URL-image leaves), then runs `render` as a subprocess and signals it after a seeded random
 delay, again and again, resuming each time. Then it lets one render finish and checks:
@@ -11,11 +11,11 @@ every scene done, every clip and frame on disk with the sha256 the lockfile reco
 lockfile valid, and exactly one paid job per scene at the emulator.
 
 A kill inside a submit's round trip to an API that cannot deduplicate (WaveSpeed, MiniMax,
-Apiframe; GMI when its request list cannot tell) parks the scene as `unknown`: by design it is
-never resent blindly. The harness then does what the README asks of a user: it looks at the
-provider's dashboard (the emulator's job list) and either adopts the job it finds there
-(`--adopt SCENE=JOB`) or, when there is none, reruns with `--resubmit SCENE`. Both are
-counted in the figures; neither pays twice.
+Apiframe, fal.ai; GMI and Replicate when their job lists cannot tell) parks the scene as
+`unknown`: by design it is never resent blindly. The harness then does what the README asks of
+a user: it looks at the provider's dashboard (the emulator's job list) and either adopts the
+job it finds there (`--adopt SCENE=JOB`) or, when there is none, reruns with `--resubmit
+SCENE`. Both are counted in the figures; neither pays twice.
 
 Importable by tests (`run_soak`) and runnable as a script; figures are printed as a table or
 JSON for docs/reliability.md.
@@ -49,7 +49,7 @@ from support.emulator_fixture import provider_env
 NAME = "soak"
 SIGNALS = {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}
 # providers that can take a local file or a chained frame; apiframe takes URLs only
-CHAINABLE = ("runware", "wavespeed", "minimax", "gmicloud")
+CHAINABLE = ("runware", "wavespeed", "minimax", "gmicloud", "fal", "replicate")
 RUN_TIMEOUT = 120.0
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -75,7 +75,8 @@ def storyboard(scenes: int) -> str:
         if pos == 4:
             provider, image = "apiframe", f"https://example.com/frames/{sid}.jpg"
         else:
-            provider = CHAINABLE[i % len(CHAINABLE)]
+            # by the count of chainable scenes so far, so ten scenes use all of them
+            provider = CHAINABLE[(i - i // 5) % len(CHAINABLE)]
             if pos == 0:
                 image = f"{{from: {scene_id(i - 2)}}}" if i else "assets/a.png"
             elif pos == 3:  # fan-out: the segment root's first frame
