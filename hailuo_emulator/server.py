@@ -171,7 +171,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send_raw(int(fault.options.get("status", 503)), b"busy", "text/plain")
             return
         data = clip_bytes(
-            state.config["clip_path"], int(state.config["output_bytes"] or 0), job.serial
+            state.config["clip_path"],
+            int(state.config["output_bytes"] or 0),
+            job.serial,
+            job.resolution,
+            job.duration,
         )
         if state.fires("truncate_downloads", "download"):
             self.send_response(200)

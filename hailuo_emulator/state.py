@@ -72,6 +72,7 @@ class Job:
     seed: int
     cost: float
     resolution: str = "768p"
+    duration: int = 6  # the clip's seconds, as the request asked
     key: str | None = None  # taskUUID / Idempotency-Key that created it
     serial: int = 0  # how many jobs came before it: picks the clip it serves
     wall: float = 0.0  # time.time() at creation: the created_at an API reports
@@ -207,6 +208,7 @@ class State:
                 seed=self.rng.randrange(1, 2**31),
                 cost=cost,
                 resolution=resolution,
+                duration=duration_of(body),
                 key=key,
                 serial=sum(self.created.values()),
                 wall=time.time(),
@@ -242,3 +244,20 @@ class State:
             out = {name: self.created[name] for name in PROVIDERS}
         out["total"] = sum(out.values())
         return out
+
+
+def duration_of(body: Any) -> int:
+    """The clip length a request asks for, wherever its wire format puts it (`duration`, in
+    `payload`, `hailuoParams` or `input`; a string for fal): 6 when it says none."""
+    if isinstance(body, dict):
+        value = body.get("duration")
+        if str(value) in ("6", "10"):
+            return int(str(value))
+        for nested in body.values():
+            if isinstance(nested, dict | list) and (found := duration_of(nested)) != 6:
+                return found
+    elif isinstance(body, list):
+        for item in body:
+            if (found := duration_of(item)) != 6:
+                return found
+    return 6

@@ -121,12 +121,15 @@ def _duration(packets: Sequence[av.Packet], stream: av.video.VideoStream, fps: F
 def check_clip(path: Path, resolution: str, seconds: float) -> ClipInfo:
     """Refuse a downloaded file that is not the clip a `resolution` (e.g. "768p") and
     `seconds` request could give: no video stream, an odd codec (a PNG, raw frames), a frame
-    far larger than asked for, or far longer than paid for. Read from the headers and one
-    packet at a time: a hostile file is refused before any frame of it is decoded."""
+    far larger or far smaller than asked for, far longer or far shorter than paid for. Read
+    from the headers and one packet at a time: a hostile file is refused before any frame of
+    it is decoded. The margins are wide (a provider may crop or pad, trim a frame or two): what
+    is refused is a clip that cannot be the one paid for, not one a little off."""
     rows = int(resolution.rstrip("p")) if resolution.rstrip("p").isdigit() else 1080
     # the short side is about `rows`, the long one up to ~2.4x it (21:9); generous margins
     short_max, long_max = rows * 1.25, rows * 3.0
-    seconds_max = seconds * 1.5 + 1.0
+    short_min = rows / 8
+    seconds_max, seconds_min = seconds * 1.5 + 1.0, seconds * 0.5
     with open_video(path) as (container, stream):
         ctx = stream.codec_context
         if ctx.name not in CLIP_CODECS:
@@ -136,6 +139,8 @@ def check_clip(path: Path, resolution: str, seconds: float) -> ClipInfo:
             raise MediaError("its video stream has no frame size")
         if min(width, height) > short_max or max(width, height) > long_max:
             raise MediaError(f"its frames are {width}x{height}, far larger than {resolution}")
+        if min(width, height) < short_min:
+            raise MediaError(f"its frames are {width}x{height}, far smaller than {resolution}")
         count, first, last = 0, None, None
         for packet in container.demux(stream):
             if not packet.size:
@@ -156,6 +161,10 @@ def check_clip(path: Path, resolution: str, seconds: float) -> ClipInfo:
         if duration > seconds_max:
             raise MediaError(
                 f"it lasts {duration:.1f} s, far longer than the {seconds:g} s paid for"
+            )
+        if duration < seconds_min:
+            raise MediaError(
+                f"it lasts {duration:.1f} s, far shorter than the {seconds:g} s paid for"
             )
         pix_fmt = ctx.format.name if ctx.format else ""
         return ClipInfo(ctx.name, width, height, fps, count, duration, pix_fmt)

@@ -52,6 +52,18 @@ def test_a_clip_far_larger_than_its_resolution_is_refused(tmp_path: Path) -> Non
         media.check_clip(big, "128p", 6)
 
 
+def test_a_clip_far_smaller_than_its_resolution_is_refused(tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.mp4"
+    synthetic_clip(tiny, width=32, height=18, seconds=6, fps=5)
+    with pytest.raises(MediaError, match="32x18, far smaller than 768p"):
+        media.check_clip(tiny, "768p", 6)
+
+
+def test_a_clip_far_shorter_than_paid_for_is_refused(bframe_clip: Path) -> None:
+    with pytest.raises(MediaError, match=r"lasts 3\.0 s, far shorter than the 10 s paid for"):
+        media.check_clip(bframe_clip, "512p", 10)
+
+
 def test_probe_of_a_text_file_is_a_media_error(not_a_video: Path) -> None:
     with pytest.raises(MediaError, match=r"clip\.mp4"):
         media.probe(not_a_video)

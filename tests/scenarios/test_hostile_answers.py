@@ -297,7 +297,21 @@ def _big_h264(path: Path) -> Path:
 def _long_h264(path: Path) -> Path:
     from hailuo_emulator.synthetic import synthetic_clip
 
-    synthetic_clip(path, width=64, height=64, seconds=16.0, seed=1)
+    synthetic_clip(path, width=256, height=144, seconds=16.0, fps=5, seed=1)
+    return path
+
+
+def _tiny_h264(path: Path) -> Path:
+    from hailuo_emulator.synthetic import synthetic_clip
+
+    synthetic_clip(path, width=16, height=16, seconds=6.0, fps=5, seed=1)
+    return path
+
+
+def _short_h264(path: Path) -> Path:
+    from hailuo_emulator.synthetic import synthetic_clip
+
+    synthetic_clip(path, width=256, height=144, seconds=0.4, fps=5, seed=1)
     return path
 
 
@@ -320,6 +334,8 @@ def _raw_video(path: Path) -> Path:
         (_big_png, "png data"),
         (_big_h264, "2048x2048, far larger than 768p"),
         (_long_h264, "far longer than the 6 s"),
+        (_tiny_h264, "16x16, far smaller than 768p"),
+        (_short_h264, "far shorter than the 6 s"),
         (_raw_video, "rawvideo data"),
         (lambda p: (p.write_bytes(b"<html>not a clip</html>" * 100), p)[1], "cannot be read"),
     ],
