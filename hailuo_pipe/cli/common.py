@@ -23,7 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # The names of hailuo_pipe.providers.PROVIDER_NAMES, copied so that `--help` need not import
 # the providers (their base module loads the storyboard model and more); a test keeps the two
 # equal.
-PROVIDER_NAMES = ("preview", "wavespeed", "gmicloud", "minimax", "runware", "apiframe")
+PROVIDER_NAMES = (
+    "preview", "wavespeed", "gmicloud", "minimax", "runware", "apiframe", "fal", "replicate"
+)
 
 
 def parse_vars(values: tuple[str, ...]) -> dict[str, str]:
