@@ -342,6 +342,10 @@ def _reply(
         if not parsed:
             raise _Unknown(ctx.text(f"malformed JSON in a {status} answer"))
         return Reply(status, body, response.headers)
+    if not parsed and _meant_as_json(response, data):
+        # JSON cut short or garbled on the way: whatever it said (a refusal, or "that task
+        # already exists" to a resend) is lost with it, so it proves no job is missing
+        raise _Unknown(ctx.text(f"malformed JSON in a {status} answer"))
     message = provider_message(body) or response.reason_phrase or f"HTTP {status}"
     if status == 429:
         wait = retry_after(response.headers.get("retry-after"))
@@ -351,3 +355,10 @@ def _reply(
     if 400 <= status < 500:
         raise ctx.error(RequestRejected, f"request rejected (HTTP {status}): {message}")
     raise ctx.error(TransientError, f"server error (HTTP {status}): {message}")
+
+
+def _meant_as_json(response: httpx.Response, data: bytes) -> bool:
+    """An answer sent as JSON (by its type, or by how it starts): an HTML or text error page
+    from a proxy is a refusal we can read; broken JSON is an answer we could not."""
+    kind = response.headers.get("content-type", "").lower()
+    return "json" in kind or data.lstrip()[:1] in (b"{", b"[")

@@ -32,7 +32,6 @@ from hailuo_pipe.errors import (
     SubmitUncertain,
     TransientError,
 )
-from hailuo_pipe.paths import escape
 from hailuo_pipe.plan import (
     SPENDING,
     FrameSource,
@@ -49,12 +48,11 @@ from hailuo_pipe.render import shared as sharing
 from hailuo_pipe.render.context import Context, NotStarted, Slots
 from hailuo_pipe.render.download import download
 from hailuo_pipe.render.events import SceneResult
+from hailuo_pipe.render.inputs import local_image, wire_request
 from hailuo_pipe.render.outputs import clip_check, done_entry, frames_of
 from hailuo_pipe.render.polling import Interrupted, age
 from hailuo_pipe.state.lockfile import JOB_ID, Entry, now, odd_job_id
-from hailuo_pipe.storyboard.images import check as check_image
 from hailuo_pipe.storyboard.images import sha256_file
-from hailuo_pipe.storyboard.model import ImageInput
 
 if TYPE_CHECKING:
     pass
@@ -253,7 +251,7 @@ class _Walk:
         for key in ("image", "end_image"):
             img = getattr(scene, key)
             if img is not None:
-                inputs[key] = img.url if img.url is not None else self._local_image(img)
+                inputs[key] = img.url if img.url is not None else local_image(self.ctx, img)
         dest = self.ctx.board.clip_path(scene.id)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -303,46 +301,13 @@ class _Walk:
             scheme=SCHEME,
         )
 
-    async def _wire_request(self, provider: Provider) -> WireRequest:
-        scene = self.scene
-        client = self.ctx.clients[scene.provider]
-        wire: dict[str, str] = {}
-        for key in ("image", "end_image"):
-            img = getattr(scene, key)
-            if img is None:
-                continue
-            if img.url is not None:
-                wire[key] = img.url
-            else:
-                path = self._local_image(img)
-                mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
-                wire[key] = await provider.encode_image(client, path.read_bytes(), mime)
-        return provider.build_request(scene, wire)
-
-    def _local_image(self, img: ImageInput) -> Path:
-        if img.path is not None:
-            check_image(img.path)
-            return img.path
-        assert img.ref is not None
-        entry = self.lock.scenes[img.ref.scene]
-        record = entry.frames[img.ref.frame]
-        base = self.ctx.base
-        # the frame is sent to a provider: a link to a private file must not be uploaded
-        why = escape(base, Path(record.path))
-        if why is not None:
-            raise MediaError(
-                f"{record.path}: the {img.ref.frame} frame of {img.ref.scene} {why}; delete it "
-                f"and render again (run with --force {img.ref.scene} to make it anew)"
-            )
-        return base / record.path
-
     async def _submit(self, provider: Provider, key: str, *, proven_absent: bool = False) -> str:
         async with self.ctx.traffic.submitting():
             return await self._send(provider, key, proven_absent)
 
     async def _send(self, provider: Provider, key: str, proven_absent: bool = False) -> str:
         scene = self.scene
-        request = await self._wire_request(provider)
+        request = await wire_request(self.ctx, self.scene, provider)
         # Recorded before sending: a crash from here on can never lead to a blind resubmit.
         again = self.again or proven_absent  # a lost one its provider's list proves jobless
         await self.writer.transition(scene.id, "submitting", self._new_entry(key=key), again=again)
@@ -373,14 +338,19 @@ class _Walk:
                 scene.id, "refused", state="failed", error=str(err), finished_at=now()
             )
             raise type(err)(f"{scene.id}: {err}", provider=provider.name) from None
+        return await self._record_job(provider, job_id)
+
+    async def _record_job(self, provider: Provider, job_id: str) -> str:
+        """The job id a submit (or a resend, or a listing) gave, checked and made durable."""
+        sid = self.scene.id
         await self._check_job_id(provider, job_id)
         try:
-            await self.writer.transition(scene.id, "submitted", state="submitted", job_id=job_id)
+            await self.writer.transition(sid, "submitted", state="submitted", job_id=job_id)
         except LockfileError as err:
             # the one moment a paid job exists that no file knows of: name it, or it is lost
             raise LockfileError(
-                f"{scene.id}: job {job_id} was created at {provider.title} but could not be "
-                f"recorded: {err}. Once that is fixed, rerun with --adopt {scene.id}={job_id} "
+                f"{sid}: job {job_id} was created at {provider.title} but could not be "
+                f"recorded: {err}. Once that is fixed, rerun with --adopt {sid}={job_id} "
                 "to wait for it instead of paying again"
             ) from None
         self.emit("submitted", f"job {job_id}")  # recorded: shown as the lockfile says
@@ -397,7 +367,7 @@ class _Walk:
 
     async def _resubmit_or_reconcile(self, provider: Provider, entry: Entry) -> str:
         scene = self.scene
-        request = await self._wire_request(provider)
+        request = await wire_request(self.ctx, self.scene, provider)
         if provider.idempotent_submit and entry.state == "submitting":
             self.emit("submitting", f"resending with key {entry.key}")
             job_id = await provider.submit(self.ctx.clients[scene.provider], request, entry.key)
@@ -412,10 +382,7 @@ class _Walk:
                 advice = look_for_job(scene.id, provider.title, entry.key, entry.submitted_at)
                 raise SubmitUncertain(found.parked(scene.id, advice), provider=provider.name)
             job_id = found.job_id
-        await self._check_job_id(provider, job_id)
-        await self.writer.transition(scene.id, "submitted", state="submitted", job_id=job_id)
-        self.emit("submitted", f"job {job_id}")
-        return job_id
+        return await self._record_job(provider, job_id)
 
     async def _check_job_id(self, provider: Provider, job_id: object) -> None:
         """Park a scene whose provider answered with an odd job id (a slash, a CR LF, an ESC):

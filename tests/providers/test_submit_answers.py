@@ -145,3 +145,45 @@ def test_replicate_adopts_an_accepted_submit_without_an_id_from_its_prediction_l
         f"job {job['id']}, found at Replicate (by its input in Replicate's prediction list)"
     ]
     assert len(emulator.requests("submit")) == 1
+
+
+def test_a_garbled_answer_to_a_resend_is_not_taken_for_a_refusal(
+    write_spec: Any, emulator: Emulator
+) -> None:
+    """Runware's answers to a submit and to its resend both arrive as broken JSON (the second
+    would have said "that taskUUID exists", in a 400): the scene must keep its key, not be
+    marked failed and retried under a new one, which paid for a second job (found by the
+    provider-fault soak)."""
+    spec = write_spec(SPEC.format(provider="runware"))
+    emulator.configure(malformed_json={"on": ["submit"], "count": 2})
+    done = render(load_storyboard(spec), RenderOptions(environ=provider_env(emulator)))
+    # resent under its key until an answer could be read: that task, and only it
+    assert [r.outcome for r in done.results] == ["rendered"], done.results
+    assert emulator.jobs()["total"] == 1
+    assert len({r["body"][0]["taskUUID"] for r in emulator.requests("submit")}) == 1
+
+
+def test_an_html_error_page_to_a_submit_is_still_a_refusal() -> None:
+    """The rule above is for broken JSON only: a proxy's HTML 400 page is a refusal we can
+    read, so the scene may be retried (no job was made)."""
+    import asyncio
+
+    import httpx
+
+    from hailuo_pipe.errors import RequestRejected, SubmitUncertain
+    from hailuo_pipe.providers.http import request
+
+    def answer(body: bytes, kind: str) -> type[Exception]:
+        async def go() -> None:
+            transport = httpx.MockTransport(
+                lambda r: httpx.Response(400, content=body, headers={"content-type": kind})
+            )
+            async with httpx.AsyncClient(transport=transport) as client:
+                await request(client, "POST", "http://x/", idempotent=False, provider="p")
+
+        with pytest.raises((RequestRejected, SubmitUncertain)) as caught:
+            asyncio.run(go())
+        return type(caught.value)
+
+    assert answer(b"<html>400 Bad Request</html>", "text/html") is RequestRejected
+    assert answer(b'{"error": {"code": "conflictTa', "application/json") is SubmitUncertain
