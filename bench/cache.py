@@ -3,9 +3,10 @@
     .venv/bin/python bench/cache.py [--clips 200] [--workers 16] [--url s3://bucket/prefix]
 
 Without --url it runs against both a moto S3 server on loopback (tests/support/s3_fixture.py,
-started as a subprocess) and a file:// folder. Each entry is a real H.264 MP4 (~300 KB, made once with
-hailuo_pipe.media.synthetic_clip) plus first/last PNGs, under 200 different fingerprints. The
-pull goes into a fresh folder through a thread pool, verifying every file's sha256 and size.
+started as a subprocess) and a file:// folder. Each entry is a real H.264 MP4 (~300 KB, made
+once with hailuo_pipe.media.synthetic_clip) plus first/last PNGs, under 200 different
+fingerprints. The pull goes into a fresh folder through a thread pool, verifying every file's
+sha256 and size.
 """
 
 from __future__ import annotations
