@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ def size(n: int, concurrency: int) -> dict[str, Any]:
         lock = spec.with_suffix(".lock")
         print(f"  render {n:,} x {JOB_SECONDS:g} s, concurrency {concurrency}: {load()}")
         got = timed_render(spec, emu.url, emu.key, concurrency)
+        kinds = Counter(r["kind"] for r in emu.requests())
         ideal = math.ceil(n / concurrency) * JOB_SECONDS
         final = lock.stat().st_size
         written = got["bytes"] + got["journal_bytes"]
@@ -152,6 +154,7 @@ def size(n: int, concurrency: int) -> dict[str, Any]:
             "final_mb": final / 1e6,
             "written_x_final": written / final,
             "rss_mb": got["rss_mb"],
+            "requests_per_job": {k: round(v / n, 2) for k, v in sorted(kinds.items())},
             "left_beside_lockfile": [p.name for p in journal_of(lock)],
         }
         _show_render(figures)
@@ -178,7 +181,7 @@ def _show_render(f: dict[str, Any]) -> None:
         f"writes {f['journal_writes']}; bytes written {f['written_mb']:.2f} MB = "
         f"{f['written_x_final']:.2f} x the final lockfile ({f['final_mb']:.2f} MB); "
         f"peak RSS {f['rss_mb']:.0f} MB; left beside the lockfile: "
-        f"{f['left_beside_lockfile'] or 'nothing'}"
+        f"{f['left_beside_lockfile'] or 'nothing'}; requests per job {f['requests_per_job']}"
     )
 
 

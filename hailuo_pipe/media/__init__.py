@@ -219,7 +219,11 @@ def png_pixels(path: Path) -> str:
 
 def _write_png(image: Image.Image, dest: Path) -> None:
     # zlib level 1: several times faster than Pillow's default for a few percent more bytes.
-    _atomic_write(dest, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+    # Not fsync'd: a frame is re-derivable from its clip (which is), and a frame a crash left
+    # empty or short no longer matches its recorded size and sha256, so the next plan restores
+    # it from the clip for free.
+    save = lambda tmp: image.save(tmp, format="PNG", compress_level=1)  # noqa: E731
+    _atomic_write(dest, save, durable=False)
 
 
 def _rgb(frame: VideoFrame) -> Image.Image:
@@ -318,16 +322,18 @@ def _later(frame: VideoFrame, than: VideoFrame) -> bool:
 # -- writing ---------------------------------------------------------------------------------
 
 
-def _atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
-    """Run `write` on a temporary path beside `dest`, then rename it over `dest`."""
+def _atomic_write(dest: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
+    """Run `write` on a temporary path beside `dest`, then rename it over `dest` (after an
+    fsync, unless a crash may lose the file because it can be made again)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(dest.parent)
     # Named, not created, here: the writer creates it, with the usual permissions.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, dest)
     except _AV_ERRORS as err:
         tmp.unlink(missing_ok=True)

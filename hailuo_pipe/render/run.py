@@ -339,14 +339,17 @@ class _Run:
             return
         import httpx
 
+        from hailuo_pipe.render.pool import ShardedTransport
+
         timeout = httpx.Timeout(self.opts.http_timeout, connect=10.0)
-        limits = httpx.Limits(max_connections=max(10, self.opts.concurrency * 2))
+        connections = max(10, self.opts.concurrency * 2)
         tls = httpx.create_ssl_context()  # once for every client (about 40 ms each)
         async with contextlib.AsyncExitStack() as stack:
             clients: dict[str, httpx.AsyncClient] = {}
 
             async def client(**kw: Any) -> httpx.AsyncClient:
-                made = httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls, **kw)
+                pool = ShardedTransport(connections, verify=tls)
+                made = httpx.AsyncClient(timeout=timeout, transport=pool, **kw)
                 return await stack.enter_async_context(made)
 
             for name, provider in hosted:
