@@ -68,6 +68,18 @@ def _counting() -> dict[str, int]:
 
     wrap("write_lockfile", "writes", "bytes")  # the whole file, atomically
     wrap("append_journal", "journal_writes", "journal_bytes")  # a group commit's lines
+    compact = getattr(lockfile.Lockfile, "compact", None)
+    if compact is not None:  # how long folding the journal in takes, at the end
+        counts["compact_ms"] = 0
+
+        def timed(self: Any) -> None:
+            start = time.perf_counter()
+            try:
+                compact(self)
+            finally:
+                counts["compact_ms"] += round((time.perf_counter() - start) * 1000)
+
+        lockfile.Lockfile.compact = timed  # type: ignore[method-assign]
     return counts
 
 
@@ -83,22 +95,24 @@ def worker(spec: str, url: str, key: str, concurrency: int) -> None:
 
     counts = _counting()
     emu = Emulator(url, key)
-    start = time.perf_counter()
+    start, loop_start = time.perf_counter(), time.thread_time()
     result = render(
         load_storyboard(Path(spec)), RenderOptions(environ=env_for(emu), concurrency=concurrency)
     )
-    wall = time.perf_counter() - start
+    wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_start
     bad = [r for r in result.results if r.outcome != "rendered"]
     assert not bad, bad[:3]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall": wall, "rss_mb": rss, "cpu": time.process_time(), **counts}))
+    cpu = time.process_time()
+    print(json.dumps({"wall": wall, "rss_mb": rss, "cpu": cpu, "loop_cpu": loop_cpu, **counts}))
 
 
 def timed_render(spec: Path, url: str, key: str, concurrency: int) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", str(spec), url, key, str(concurrency)]
     if profile := os.environ.get("SCALE_PROFILE"):  # collapsed stacks of every thread
         spy = Path(sys.executable).with_name("py-spy")
-        cmd = [str(spy), "record", "-r", "250", "-f", "raw", "-o", profile, "--", *cmd]
+        gil = ["--gil"] if os.environ.get("SCALE_PROFILE_GIL") else []  # GIL holders only
+        cmd = [str(spy), "record", "-r", "250", *gil, "-f", "raw", "-o", profile, "--", *cmd]
     done = subprocess.run(
         cmd,
         capture_output=True,
@@ -123,6 +137,24 @@ def rerun(spec: Path, env: dict[str, str]) -> float:
     return wall
 
 
+def emulator_cpu() -> float:
+    """CPU seconds used so far by the emulator processes this benchmark started (its
+    children running hailuo_emulator), read from /proc; 0 where there is no /proc."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) != os.getpid():  # field 4, the parent
+                continue
+            if b"hailuo_emulator" not in (stat.parent / "cmdline").read_bytes():
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def journal_of(lock: Path) -> list[Path]:
     return [p for p in lock.parent.iterdir() if p.name.startswith(lock.name) and p != lock]
 
@@ -137,7 +169,9 @@ def size(n: int, concurrency: int) -> dict[str, Any]:
         spec = write(Path(tmp), independent(n))
         lock = spec.with_suffix(".lock")
         print(f"  render {n:,} x {JOB_SECONDS:g} s, concurrency {concurrency}: {load()}")
+        emu_cpu = emulator_cpu()
         got = timed_render(spec, emu.url, emu.key, concurrency)
+        emu_cpu = emulator_cpu() - emu_cpu
         kinds = Counter(r["kind"] for r in emu.requests())
         ideal = math.ceil(n / concurrency) * JOB_SECONDS
         final = lock.stat().st_size
@@ -148,12 +182,15 @@ def size(n: int, concurrency: int) -> dict[str, Any]:
             "x_ideal": got["wall"] / ideal,
             "ideal": ideal,
             "cpu": got["cpu"],
+            "emulator_cpu": emu_cpu,
+            "loop_cpu": got["loop_cpu"],
             "writes": got["writes"],
             "journal_writes": got["journal_writes"],
             "written_mb": written / 1e6,
             "final_mb": final / 1e6,
             "written_x_final": written / final,
             "rss_mb": got["rss_mb"],
+            "compact_ms": got.get("compact_ms"),
             "requests_per_job": {k: round(v / n, 2) for k, v in sorted(kinds.items())},
             "left_beside_lockfile": [p.name for p in journal_of(lock)],
         }
@@ -177,10 +214,13 @@ def size(n: int, concurrency: int) -> dict[str, Any]:
 def _show_render(f: dict[str, Any]) -> None:
     print(
         f"    wall {f['wall']:.1f} s = {f['x_ideal']:.3f} x ideal {f['ideal']:.0f} s "
-        f"(render process CPU {f['cpu']:.1f} s); lockfile writes {f['writes']}, journal "
-        f"writes {f['journal_writes']}; bytes written {f['written_mb']:.2f} MB = "
+        f"(CPU: render process {f['cpu']:.1f} s, its event loop {f['loop_cpu']:.1f} s, "
+        f"emulator {f['emulator_cpu']:.1f} s); "
+        f"lockfile writes {f['writes']}, journal writes {f['journal_writes']}; "
+        f"bytes written {f['written_mb']:.2f} MB = "
         f"{f['written_x_final']:.2f} x the final lockfile ({f['final_mb']:.2f} MB); "
-        f"peak RSS {f['rss_mb']:.0f} MB; left beside the lockfile: "
+        f"peak RSS {f['rss_mb']:.0f} MB; folding the journal in {f['compact_ms']} ms; "
+        "left beside the lockfile: "
         f"{f['left_beside_lockfile'] or 'nothing'}; requests per job {f['requests_per_job']}"
     )
 

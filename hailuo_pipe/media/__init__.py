@@ -244,6 +244,9 @@ def _first_frame(
     return None
 
 
+THREADED_DECODE_FROM = 1280 * 720 * 25  # pixels decoded: a second of 720p
+
+
 def _edge_frames(
     container: av.container.InputContainer, stream: av.video.VideoStream
 ) -> tuple[VideoFrame | None, VideoFrame | None]:
@@ -262,7 +265,10 @@ def _edge_frames(
     if not packets:
         return None, None
     ctx = stream.codec_context
-    ctx.thread_type = "AUTO"
+    # decoding threads pay for themselves on a real clip; on a small one starting them costs
+    # more than decoding (twice the CPU for a second of 160x90)
+    pixels = (ctx.width or 0) * (ctx.height or 0) * len(packets)
+    ctx.thread_type = "AUTO" if pixels >= THREADED_DECODE_FROM else "NONE"
     start, target = 0, 0  # without timestamps the display order is unknown: decode everything
     timed = all(p.pts is not None for p in packets)
     if timed:
