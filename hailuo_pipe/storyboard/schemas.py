@@ -7,6 +7,7 @@ by it; the rest of the wording is translated here.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import hashlib
@@ -235,11 +236,31 @@ class SchemaMemo:
 
     def save(self) -> None:
         """Keep the digests this run used (so the file never outgrows the storyboard), if the
-        storyboard's render folder exists: validating never creates folders."""
-        if self.path is None or self._used == self._known or not self.path.parent.is_dir():
+        storyboard's render folder exists: validating never creates folders. When it does not
+        exist yet, the memo is written as the process exits if a render made the folder
+        meanwhile, so the first rerun after a first render finds it."""
+        if self.path is None or self._used == self._known:
             return
+        if not self.path.parent.is_dir():
+            _PENDING[self.path] = self
+            return
+        _PENDING.pop(self.path, None)
         with contextlib.suppress(OSError, ValueError):
             atomic_write(self.path, "".join(f"{d}\n" for d in sorted(self._used)).encode())
+
+
+_PENDING: dict[Path, SchemaMemo] = {}  # memos whose folder did not exist when they were saved
+
+
+@atexit.register
+def _save_pending() -> None:
+    for memo in list(_PENDING.values()):
+        folder = memo.path.parent if memo.path is not None else None
+        # made by a render, which refuses a render folder that is a symlink (out of the project)
+        if folder is not None and folder.is_dir() and not (
+            folder.is_symlink() or folder.parent.is_symlink()
+        ):
+            memo.save()
 
 
 @cache
