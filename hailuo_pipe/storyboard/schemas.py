@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -229,7 +230,8 @@ class SchemaMemo:
         if digest in self._known:
             self._used.add(digest)
             return []
-        found = check()
+        # jsonschema only for what the fast predicates refuse: it says why
+        found = [] if valid_fast(schema, data) else check()
         if not found:
             self._used.add(digest)
         return found
@@ -261,6 +263,29 @@ def _save_pending() -> None:
             folder.is_symlink() or folder.parent.is_symlink()
         ):
             memo.save()
+
+
+@cache
+def fast_check(name: str) -> Callable[[Any], bool] | None:
+    """The compiled yes/no predicate of a schema (fastcheck.py), None when it cannot be."""
+    from hailuo_pipe.storyboard.fastcheck import Unsupported, compile_schema
+
+    schema = load_schema(name)
+    try:
+        return compile_schema(_inline_refs(schema, schema))
+    except (Unsupported, ValueError, KeyError, TypeError, re.error):
+        return None
+
+
+def valid_fast(name: str, data: Any) -> bool:
+    """True only when `data` is valid against the schema; False also means "ask jsonschema"."""
+    test = fast_check(name)
+    if test is None:
+        return False
+    try:
+        return test(data)
+    except (TypeError, ValueError, RecursionError):  # a value no JSON has: jsonschema says
+        return False
 
 
 @cache

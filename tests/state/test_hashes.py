@@ -144,15 +144,21 @@ def test_schema_memo_skips_only_documents_found_valid(tmp_path: Path, monkeypatc
     assert memo.document_problems(bad)
     memo.save()
 
-    calls = []
-    real = schemas.validate_document
-    monkeypatch.setattr(schemas, "validate_document", lambda d: calls.append(d) or real(d))
+    checked, explained = [], []
+    real_fast, real_slow = schemas.valid_fast, schemas.validate_document
+    monkeypatch.setattr(
+        schemas, "valid_fast", lambda n, d: checked.append(d) or real_fast(n, d)
+    )
+    monkeypatch.setattr(
+        schemas, "validate_document", lambda d: explained.append(d) or real_slow(d)
+    )
     again = schemas.SchemaMemo(memo_file)
     assert again.document_problems(good) == []  # remembered: not checked again
     assert again.document_problems(bad)  # never remembered: checked, and still refused
     good.data["name"] = "b"
     assert again.document_problems(good) == []  # a changed document is checked anew
-    assert calls == [bad, good]
+    assert checked == [bad.data, good.data]
+    assert explained == [bad]  # jsonschema only for the one the fast check refused
 
 
 def test_a_schema_memo_waits_for_the_render_folder_and_never_makes_it(tmp_path: Path) -> None:
