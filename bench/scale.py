@@ -159,14 +159,15 @@ def journal_of(lock: Path) -> list[Path]:
     return [p for p in lock.parent.iterdir() if p.name.startswith(lock.name) and p != lock]
 
 
-def size(n: int, concurrency: int) -> dict[str, Any]:
+def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
     from render import env_for, independent, write
 
     from hailuo_emulator import run_emulator
 
     with tempfile.TemporaryDirectory() as tmp, run_emulator(job_seconds=JOB_SECONDS) as emu:
         emu.warm()
-        spec = write(Path(tmp), independent(n))
+        root = keep / str(n) if keep is not None else Path(tmp)
+        spec = write(root, independent(n))
         lock = spec.with_suffix(".lock")
         print(f"  render {n:,} x {JOB_SECONDS:g} s, concurrency {concurrency}: {load()}")
         emu_cpu = emulator_cpu()
@@ -263,11 +264,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--validate", type=int, default=10000, help="0: skip validate cold")
     parser.add_argument("--json", metavar="FILE", help="also write the figures there")
+    parser.add_argument("--keep", metavar="DIR", type=Path, help="render in DIR/N, kept")
     args = parser.parse_args()
     out: dict[str, Any] = {"sizes": []}
     for n in (int(s) for s in args.sizes.split(",") if s):
         print(f"{n:,} scenes")
-        out["sizes"].append(size(n, args.concurrency))
+        out["sizes"].append(size(n, args.concurrency, args.keep))
     if args.validate:
         out.update(validate_cold(args.validate))
     if args.json:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -56,6 +57,7 @@ from hailuo_pipe.plan import (
 from hailuo_pipe.plan.fingerprint import SCHEME
 from hailuo_pipe.providers.base import REQUEST_TIMEOUT, JobStatus, Provider, WireRequest
 from hailuo_pipe.redact import shown
+from hailuo_pipe.render import extract
 from hailuo_pipe.render import shared as sharing
 from hailuo_pipe.render.download import download
 from hailuo_pipe.render.polling import DurationEstimator, PollSchedule
@@ -287,9 +289,8 @@ class _Run:
         self.slots = asyncio.Semaphore(self.opts.concurrency)
         # blocking I/O (cache transfers) runs in threads: as many as scenes may run at once
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.opts.concurrency + 4))
-        # decoding is CPU work: more threads than CPUs would only starve the event loop,
-        # and with it the polls and submits of every other scene
-        self.decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        # decoding is CPU work: off the event loop's process when there is much of it
+        self.decoders = extract.pool(sum(1 for s in self.plan.steps if s.action != "reuse"))
         limit = self.opts.per_provider or self.opts.concurrency
         self.provider_slots = {name: asyncio.Semaphore(limit) for name in self.providers}
         # downloads have their own bound: a finished job no longer holds a provider slot
@@ -938,16 +939,25 @@ class _Run:
 
     async def _frames_of(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.decoders, self._extract_frames, scene, clip)
-
-    def _extract_frames(self, scene: Scene, clip: Path) -> dict[str, FileRecord]:
         pngs = {which: self._frame_path(scene, which) for which in ("first", "last")}
+        work = functools.partial(extract.frames, scene.id, clip, pngs, self.base)
         try:
-            return sharing.frame_records(clip, pngs, self.base)
-        except MediaError as err:
-            raise MediaError(
-                f"{scene.id}: the downloaded clip is not a readable video ({err})"
-            ) from None
+            records = await loop.run_in_executor(self.decoders, work)
+        except BrokenExecutor:
+            # a worker died (a decoder crash on an odd clip, the OOM killer): every extraction
+            # under way heard of it; a fresh pool tries each once more
+            if self.decoders is not getattr(self, "_broken", None):
+                self._broken = self.decoders
+                self.decoders.shutdown(wait=False)
+                self.decoders = extract.pool(extract.PROCESSES_FROM)
+            try:
+                records = await loop.run_in_executor(self.decoders, work)
+            except BrokenExecutor:
+                raise MediaError(
+                    f"{scene.id}: decoding the downloaded clip crashed its worker process"
+                ) from None
+        extract.remember(records, self.base)
+        return records
 
     def _clip_path(self, scene: Scene) -> Path:
         return self.board.render_dir / f"{scene.id}.mp4"
