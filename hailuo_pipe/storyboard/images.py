@@ -111,6 +111,17 @@ def sha256_file(path: Path, st: os.stat_result | None = None) -> str:
     return digest
 
 
+def sha256_named(path: str, st: os.stat_result) -> str:
+    """`sha256_file` of a path given as a string, with its `st`: what a rerun asks of each of
+    its clips and frames, without making a Path of each."""
+    folder, name = os.path.split(path)
+    store = _STORES.get(Path(folder))
+    known = store.get(name, st) if store else None
+    if known is not None:
+        return known
+    return sha256_file(Path(path), st)
+
+
 def remember_written(path: Path, digest: str) -> None:
     """Tell the memo of `path`'s folder (if it has one) the hash of a file just written there
     from bytes whose hash the writer computed: the next run need not read it again."""
