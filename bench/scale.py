@@ -103,10 +103,6 @@ def worker(spec: str, url: str, key: str, concurrency: int) -> None:
     bad = [r for r in result.results if r.outcome != "rendered"]
     assert not bad, bad[:3]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # frame-extraction workers (a large render's): the largest one's peak, and their CPU
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    counts["worker_rss_mb"] = round(children.ru_maxrss / 1024)
-    counts["worker_cpu"] = round(children.ru_utime + children.ru_stime, 1)
     cpu = time.process_time()
     print(json.dumps({"wall": wall, "rss_mb": rss, "cpu": cpu, "loop_cpu": loop_cpu, **counts}))
 
@@ -195,8 +191,6 @@ def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
             "final_mb": final / 1e6,
             "written_x_final": written / final,
             "rss_mb": got["rss_mb"],
-            "worker_rss_mb": got.get("worker_rss_mb", 0),
-            "worker_cpu": got.get("worker_cpu", 0),
             "compact_ms": got.get("compact_ms"),
             "requests_per_job": {k: round(v / n, 2) for k, v in sorted(kinds.items())},
             "left_beside_lockfile": [p.name for p in journal_of(lock)],
@@ -226,8 +220,8 @@ def _show_render(f: dict[str, Any]) -> None:
         f"lockfile writes {f['writes']}, journal writes {f['journal_writes']}; "
         f"bytes written {f['written_mb']:.2f} MB = "
         f"{f['written_x_final']:.2f} x the final lockfile ({f['final_mb']:.2f} MB); "
-        f"peak RSS {f['rss_mb']:.0f} MB (largest frame worker {f['worker_rss_mb']} MB, "
-        f"workers' CPU {f['worker_cpu']} s); folding the journal in {f['compact_ms']} ms; "
+        f"peak RSS {f['rss_mb']:.0f} MB (the render's process; frame workers not counted); "
+        f"folding the journal in {f['compact_ms']} ms; "
         "left beside the lockfile: "
         f"{f['left_beside_lockfile'] or 'nothing'}; requests per job {f['requests_per_job']}"
     )
