@@ -941,14 +941,14 @@ class _Run:
         loop = asyncio.get_running_loop()
         pngs = {which: self._frame_path(scene, which) for which in ("first", "last")}
         work = functools.partial(extract.frames, scene.id, clip, pngs, self.base)
+        used = self.decoders
         try:
-            records = await loop.run_in_executor(self.decoders, work)
+            records = await loop.run_in_executor(used, work)
         except BrokenExecutor:
             # a worker died (a decoder crash on an odd clip, the OOM killer): every extraction
-            # under way heard of it; a fresh pool tries each once more
-            if self.decoders is not getattr(self, "_broken", None):
-                self._broken = self.decoders
-                self.decoders.shutdown(wait=False)
+            # under way heard of it; the first to hear makes a fresh pool, each tries once more
+            if self.decoders is used:
+                used.shutdown(wait=False)
                 self.decoders = extract.pool(extract.PROCESSES_FROM)
             try:
                 records = await loop.run_in_executor(self.decoders, work)

@@ -51,3 +51,34 @@ def test_frames_extracted_by_workers_are_recorded_and_remembered(
     images._save_hashes()  # what the render's process does as it exits
     memo = json.loads((board.render_dir / ".hashes.json").read_text())
     assert {Path(r.path).name for e in lock.scenes.values() for r in e.frames.values()} <= set(memo)
+
+
+def test_a_pool_whose_worker_died_is_made_anew_once_and_the_frames_extracted(
+    write_spec, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    from concurrent.futures import BrokenExecutor, Future
+
+    class Broken(ThreadPoolExecutor):
+        """What a process pool is after one of its workers died: it refuses everything."""
+
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            future: Future[object] = Future()
+            future.set_exception(BrokenExecutor("a worker died"))
+            return future
+
+    made: list[str] = []
+
+    def pool(clips: int):  # type: ignore[no-untyped-def]
+        made.append("broken" if not made else "fresh")
+        return Broken(max_workers=1) if len(made) == 1 else ThreadPoolExecutor(max_workers=2)
+
+    monkeypatch.setattr(extract, "pool", pool)
+    spec = write_spec(
+        "version: 1\nname: b\ndefaults: {provider: preview, resolution: 512p}\nscenes:\n"
+        + "".join(f"  - {{id: s{i}, prompt: p{i}, image: assets/a.png}}\n" for i in range(4))
+    )
+    result = render(load_storyboard(spec), RenderOptions(concurrency=4))
+    assert {r.outcome for r in result.results} == {"rendered"}, result.results
+    assert made == ["broken", "fresh"]  # four scenes heard of it; one new pool
+    lock = Lockfile.load(spec.with_suffix(".lock"), "b")
+    assert all(set(e.frames) == {"first", "last"} for e in lock.scenes.values())
