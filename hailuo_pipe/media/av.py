@@ -236,17 +236,19 @@ def to_yuv(image: Image.Image) -> VideoFrame:
 # -- the atomic write of every media output --------------------------------------------------
 
 
-def atomic_write(dest: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(dest: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
     """Run `write` on a temporary path beside `dest`, then rename it over `dest`: a reader never
-    sees half a clip or half a frame. FFmpeg and OS errors become MediaError."""
+    sees half a clip or half a frame. FFmpeg and OS errors become MediaError. Not `durable`:
+    no fsync, for a file a crash may lose because it can be made again."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(dest.parent)
     # Named, not created, here: the writer creates it, with the usual permissions.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, dest)
     except _AV_ERRORS as err:
         tmp.unlink(missing_ok=True)

@@ -71,7 +71,13 @@ def png_pixels(path: Path) -> str:
 
 def _write_png(image: Image.Image, dest: Path) -> None:
     # zlib level 1: several times faster than Pillow's default for a few percent more bytes.
-    atomic_write(dest, lambda tmp: image.save(tmp, format="PNG", compress_level=1))
+    # Not fsync'd: a frame is re-derivable from its clip (which is), and a frame a crash left
+    # empty or short no longer matches its recorded size and sha256, so the next plan restores
+    # it from the clip for free.
+    def save(tmp: Path) -> None:
+        image.save(tmp, format="PNG", compress_level=1)
+
+    atomic_write(dest, save, durable=False)
 
 
 def _rgb(frame: VideoFrame) -> Image.Image:
@@ -92,6 +98,9 @@ def _first_frame(
     return None
 
 
+THREADED_DECODE_FROM = 1280 * 720 * 25  # pixels decoded: a second of 720p
+
+
 def _edge_frames(
     container: av.container.InputContainer, stream: av.video.VideoStream
 ) -> tuple[VideoFrame | None, VideoFrame | None]:
@@ -110,7 +119,10 @@ def _edge_frames(
     if not packets:
         return None, None
     ctx = stream.codec_context
-    ctx.thread_type = "AUTO"
+    # decoding threads pay for themselves on a real clip; on a small one starting them costs
+    # more than decoding (twice the CPU for a second of 160x90)
+    pixels = (ctx.width or 0) * (ctx.height or 0) * len(packets)
+    ctx.thread_type = "AUTO" if pixels >= THREADED_DECODE_FROM else "NONE"
     start, target = 0, 0  # without timestamps the display order is unknown: decode everything
     timed = all(p.pts is not None for p in packets)
     if timed:

@@ -25,6 +25,15 @@ VERSION = 1
 MAX_SIZE = 64 * 1024 * 1024  # a plan of 100,000 scenes is a few tens of MB
 
 
+def lockfile_digest(path: Path, name: str) -> str | None:
+    """The lockfile's digest as the render that applies the plan finds it: with the journal a
+    killed render left folded in, as that render's lock does before the plan is checked."""
+    from hailuo_pipe.state.lockfile import pending_digest
+
+    pending = pending_digest(path, name)
+    return "sha256:" + pending if pending is not None else file_digest(path)
+
+
 def file_digest(path: Path) -> str | None:
     """sha256 of a file's bytes, or None when there is no such file."""
     try:
@@ -93,9 +102,8 @@ class SavedPlan:
     ) -> SavedPlan:
         digest = file_digest(spec)
         assert digest is not None
-        return cls(
-            name, digest, file_digest(lockfile), options, plan.cost, tuple(_decisions(plan))
-        )
+        locked = lockfile_digest(lockfile, name)
+        return cls(name, digest, locked, options, plan.cost, tuple(_decisions(plan)))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,7 +158,7 @@ class SavedPlan:
             raise StalePlan(f"the plan is for storyboard {self.storyboard!r}, not {name!r}")
         if file_digest(spec) != self.spec_sha256:
             raise StalePlan(f"{spec.name} changed since the plan was made")
-        if file_digest(lockfile) != self.lockfile_sha256:
+        if lockfile_digest(lockfile, name) != self.lockfile_sha256:
             what = "appeared" if self.lockfile_sha256 is None else "changed"
             raise StalePlan(
                 f"{lockfile.name} {what} since the plan was made (another render ran?)"

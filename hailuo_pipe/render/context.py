@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,7 +95,7 @@ class Context:
     slots: asyncio.Semaphore
     provider_slots: Mapping[str, asyncio.Semaphore]
     transfers: asyncio.Semaphore  # downloads: a finished job no longer holds a provider slot
-    decoders: ThreadPoolExecutor
+    decoders: Executor  # replaced by a fresh pool if a worker process dies
     frames: dict[tuple[str, str], FrameSource] = field(default_factory=dict)
     submitted: dict[str, float] = field(default_factory=dict)  # scene -> monotonic submit time
     traffic: Traffic = field(default_factory=Traffic)

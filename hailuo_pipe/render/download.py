@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from hailuo_pipe.errors import DownloadError, MediaError, OutputExpired
+from hailuo_pipe.storyboard.images import remember_written
 
 if TYPE_CHECKING:
     import httpx
@@ -194,7 +195,9 @@ async def _once(
                     "— nothing is generated again for it"
                 ) from None
         os.replace(tmp, dest)
-        return Downloaded(dest, digest.hexdigest(), size)
+        sha = digest.hexdigest()
+        remember_written(dest, sha)  # the hash of what was written: the next run trusts it
+        return Downloaded(dest, sha, size)
     except OSError as err:
         raise DownloadError(
             f"cannot write the clip of job {job_id} to {dest.parent}: {err.strerror or err}"

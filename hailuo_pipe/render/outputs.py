@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
 from pathlib import Path
 
 from hailuo_pipe.errors import MediaError
 from hailuo_pipe.providers.base import JobStatus
-from hailuo_pipe.render import shared as sharing
+from hailuo_pipe.render import extract
 from hailuo_pipe.render.context import Context
 from hailuo_pipe.state.lockfile import Entry, FileRecord, now
 from hailuo_pipe.storyboard.model import Scene
@@ -44,18 +46,28 @@ async def done_entry(
 
 
 async def frames_of(ctx: Context, scene: Scene, clip: Path) -> dict[str, FileRecord]:
-    """The clip's first and last frames, written beside it and recorded, decoded in a thread."""
+    """The clip's first and last frames, written beside it and recorded, decoded off the event
+    loop (in worker processes when a render has many clips: `extract.pool`)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(ctx.decoders, _extract_frames, ctx, scene, clip)
-
-
-def _extract_frames(ctx: Context, scene: Scene, clip: Path) -> dict[str, FileRecord]:
-    board, sid = ctx.board, scene.id
-    pngs = {which: board.frame_path(sid, which) for which in ("first", "last")}
+    pngs = {which: ctx.board.frame_path(scene.id, which) for which in ("first", "last")}
+    work = functools.partial(extract.frames, scene.id, clip, pngs, ctx.base)
+    used = ctx.decoders
     try:
-        return sharing.frame_records(clip, pngs, ctx.base)
-    except MediaError as err:
-        raise MediaError(f"{sid}: the downloaded clip is not a readable video ({err})") from None
+        records = await loop.run_in_executor(used, work)
+    except BrokenExecutor:
+        # a worker died (a decoder crash on an odd clip, the OOM killer): every extraction
+        # under way heard of it; the first to hear makes a fresh pool, each tries once more
+        if ctx.decoders is used:
+            used.shutdown(wait=False)
+            ctx.decoders = extract.pool(extract.PROCESSES_FROM)
+        try:
+            records = await loop.run_in_executor(ctx.decoders, work)
+        except BrokenExecutor:
+            raise MediaError(
+                f"{scene.id}: decoding the downloaded clip crashed its worker process"
+            ) from None
+    extract.remember(records, ctx.base)
+    return records
 
 
 def clip_check(scene: Scene) -> Callable[[Path], object]:

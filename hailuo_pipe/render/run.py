@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from hailuo_pipe import providers
 from hailuo_pipe.errors import HailuoPipeError
 from hailuo_pipe.plan import Plan, Step, decide, frame_sources
 from hailuo_pipe.providers.base import Provider
+from hailuo_pipe.render import extract
 from hailuo_pipe.render import shared as sharing
 from hailuo_pipe.render.context import Context, NotStarted
 from hailuo_pipe.render.events import FAILED, STOPPED, Event, RenderResult, SceneResult, hint
@@ -70,9 +70,8 @@ class _Run:
                 loop.add_signal_handler(sig, self._interrupt)
         # blocking I/O (cache transfers) runs in threads: as many as scenes may run at once
         loop.set_default_executor(ThreadPoolExecutor(max_workers=self.opts.concurrency + 4))
-        # decoding is CPU work: more threads than CPUs would only starve the event loop,
-        # and with it the polls and submits of every other scene
-        decoders = ThreadPoolExecutor(max_workers=os.cpu_count() or 1)
+        # decoding is CPU work: off the event loop's process when there is much of it
+        decoders = extract.pool(sum(1 for s in self.plan.steps if s.action != "reuse"))
         limit = self.opts.per_provider or self.opts.concurrency
         self.done = {s.scene.id: loop.create_future() for s in self.plan.steps}
         ticker = asyncio.create_task(self._tick()) if self.opts.tick else None
@@ -94,7 +93,7 @@ class _Run:
                 )
                 await asyncio.gather(*(self._scene(step) for step in self.plan.steps))
         finally:
-            decoders.shutdown(wait=False)
+            self.ctx.decoders.shutdown(wait=False)  # the pool in use (replaced if it broke)
             if ticker:
                 ticker.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -131,14 +130,17 @@ class _Run:
             return
         import httpx
 
+        from hailuo_pipe.render.pool import ShardedTransport
+
         timeout = httpx.Timeout(self.opts.http_timeout, connect=10.0)
-        limits = httpx.Limits(max_connections=max(10, self.opts.concurrency * 2))
+        connections = max(10, self.opts.concurrency * 2)
         tls = httpx.create_ssl_context()  # once for every client (about 40 ms each)
         async with contextlib.AsyncExitStack() as stack:
             clients: dict[str, httpx.AsyncClient] = {}
 
             async def client(**kw: Any) -> httpx.AsyncClient:
-                made = httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls, **kw)
+                pool = ShardedTransport(connections, verify=tls)
+                made = httpx.AsyncClient(timeout=timeout, transport=pool, **kw)
                 return await stack.enter_async_context(made)
 
             for name, provider in hosted:

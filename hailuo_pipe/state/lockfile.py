@@ -1,179 +1,65 @@
 """The lockfile beside the spec: what was submitted, what finished, and what it produced.
 
 It is committed to git, so it is deterministic JSON (sorted keys, one scene per key, no volatile
-fields but timestamps of real state changes) and it never holds a secret. It is rewritten
-atomically (temp file, fsync, rename) after every state change, and a process-wide lock makes
-sure two renders of one spec never interleave.
+fields but timestamps of real state changes) and it never holds a secret. A render records each
+state change durably before going on, as one line appended to the journal beside it
+(journal.py), and folds the journal into the file (an atomic rewrite: temp file, fsync, rename)
+when it releases the spec's lock; the next writer to load it does so after a crash. A process-
+wide lock makes sure two renders of one spec never interleave.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import glob
 import json
 import os
-import re
-import stat
-import tempfile
-import time
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from hailuo_pipe.errors import AdoptRefused, LockfileError, LockHeldError
+from hailuo_pipe.errors import AdoptRefused, LockfileError
 from hailuo_pipe.paths import PathRefused, escape, read_regular
-from hailuo_pipe.redact import printable
-from hailuo_pipe.state import transitions
+from hailuo_pipe.state import journal as journals
+from hailuo_pipe.state import speclock, transitions
+from hailuo_pipe.state.entry import (
+    JOB_ID,
+    PARKED,
+    STATES,
+    Entry,
+    FileRecord,
+    State,
+    _file_record,
+    odd_job_id,
+)
+from hailuo_pipe.state.files import atomic_write, iso, now
+from hailuo_pipe.state.journal import append as append_journal
+from hailuo_pipe.state.speclock import exclusive
+
+# the lockfile's public face: what a scene's record is, and the lock its writers hold
+__all__ = [
+    "JOB_ID",
+    "PARKED",
+    "STATES",
+    "Entry",
+    "FileRecord",
+    "GroupWriter",
+    "Lockfile",
+    "State",
+    "atomic_write",
+    "exclusive",
+    "iso",
+    "now",
+    "odd_job_id",
+]
 
 FORMAT_VERSION = 1
-# submitting: key recorded, request about to be sent (its fate is unknown after a crash)
-# submitted:  the provider answered with a job id; resume by polling it
-# unknown:    the submit's answer was lost and the API cannot dedupe; never resent blindly
-State = Literal["submitting", "submitted", "unknown", "done", "failed"]
-STATES: tuple[str, ...] = ("submitting", "submitted", "unknown", "done", "failed")
-# a submission whose job id we never recorded: a paid job may exist at the provider
-PARKED: tuple[str, ...] = ("submitting", "unknown")
+_CONSISTENT_TRIES = 5
 # far above what 10,000 scenes record, far below what a mistaken /dev/zero would fill memory with
 MAX_LOCKFILE_BYTES = 256 * 1024 * 1024
-JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
-
-
-def odd_job_id(job_id: object) -> str:
-    """Why a job id from outside is refused, with the id escaped for a terminal."""
-    return f"the job id {printable(repr(job_id))} is not a job id (letters, digits and . _ : -)"
-
-
-def iso(epoch: float) -> str:
-    """The one timestamp format of lockfiles, cache entries and leases (UTC, to the second)."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now() -> str:
-    return iso(time.time())
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A file the render produced, relative to the spec's folder."""
-
-    path: str
-    sha256: str
-    size: int
-    pixels: str | None = None  # a frame's `media.pixel_digest`: what chained scenes hash
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass(frozen=True)
-class Entry:
-    fingerprint: str
-    provider: str
-    state: State
-    key: str  # the idempotency key sent with the submit (a UUID we chose)
-    request: Mapping[str, Any]  # the canonical request: images as content hashes or URLs
-    job_id: str | None = None
-    submitted_at: str | None = None
-    finished_at: str | None = None
-    output: FileRecord | None = None
-    frames: Mapping[str, FileRecord] = field(default_factory=dict)  # "first"/"last" -> PNG
-    cost: float | None = None
-    # where `cost` came from: "provider" (the job's answer said so) or "price-list" (ours)
-    cost_source: str | None = None
-    seed: int | None = None
-    error: str | None = None
-    # how `fingerprint` was computed (fingerprint.SCHEME); lockfiles before it have none: 1
-    scheme: int = 1
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.output is not None:
-            data["output"] = self.output.to_json()
-        data["frames"] = {k: v.to_json() for k, v in self.frames.items()}
-        return {k: v for k, v in data.items() if v not in (None, {})}
-
-    @classmethod
-    def from_json(cls, scene_id: str, data: Any) -> Entry:
-        where = f"scene {scene_id!r}"
-        if not isinstance(data, dict):
-            raise LockfileError(f"{where} is not an object")
-        try:
-            output = data.get("output")
-            frames = data.get("frames") or {}
-            entry = cls(
-                fingerprint=_str(data, "fingerprint", where),
-                provider=_str(data, "provider", where),
-                state=data["state"],
-                key=_str(data, "key", where),
-                request=data.get("request") or {},
-                job_id=data.get("job_id"),
-                submitted_at=data.get("submitted_at"),
-                finished_at=data.get("finished_at"),
-                output=_file_record(output, f"{where} output") if output else None,
-                frames={k: _file_record(v, f"{where} frame {k!r}") for k, v in frames.items()},
-                cost=data.get("cost"),
-                cost_source=data.get("cost_source"),
-                seed=data.get("seed"),
-                error=data.get("error"),
-                scheme=data.get("scheme", 1),
-            )
-        except (KeyError, TypeError) as err:
-            raise LockfileError(f"{where} is malformed ({err})") from None
-        if entry.scheme not in (1, 2) or isinstance(entry.scheme, bool):
-            raise LockfileError(
-                f"{where} has fingerprint scheme {entry.scheme!r}, which this hailuo-pipe does "
-                "not know: it was written by a newer version; upgrade to render it"
-            )
-        if entry.state not in STATES:
-            raise LockfileError(f"{where} has an unknown state {entry.state!r}")
-        transitions.check_entry(scene_id, entry)
-        if entry.state == "submitted" and not (
-            isinstance(entry.job_id, str) and JOB_ID.fullmatch(entry.job_id)
-        ):
-            # recorded by an earlier version from a provider's odd answer: never polled at a
-            # path built from it, but waiting on --adopt like any job whose fate is unknown
-            entry = replace(entry, state="unknown", error=odd_job_id(entry.job_id))
-        return entry
-
-
-_SEPARATORS = re.compile(r"[/\\]")
-
-
-def _file_record(value: Any, where: str) -> FileRecord:
-    """A recorded file, refused when a hand edit made it point outside the spec's folder:
-    render reads these paths (chained frames are sent to providers) and trusts their hashes."""
-    if not isinstance(value, dict):
-        raise LockfileError(f"{where} is not an object")
-    record = FileRecord(**value)
-    path = record.path
-    if (
-        not isinstance(path, str)
-        or not path
-        or os.path.isabs(path)
-        or ".." in _SEPARATORS.split(path)  # cheaper than PurePath, read 3,000 times a rerun
-    ):
-        raise LockfileError(f"{where} has path {path!r}, which is not inside the spec's folder")
-    if not isinstance(record.sha256, str) or not record.sha256:
-        raise LockfileError(f"{where} has no valid sha256")
-    if not isinstance(record.size, int) or isinstance(record.size, bool) or record.size < 0:
-        raise LockfileError(f"{where} has no valid size")
-    if record.pixels is not None and not isinstance(record.pixels, str):
-        raise LockfileError(f"{where} has no valid pixels digest")
-    return record
-
-
-def _str(data: Mapping[str, Any], key: str, where: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise LockfileError(f"{where} has no valid {key!r}")
-    return value
-
-
 @dataclass
 class Lockfile:
     path: Path
@@ -181,27 +67,55 @@ class Lockfile:
     scenes: dict[str, Entry] = field(default_factory=dict)
     cut: FileRecord | None = None
     cut_fingerprint: str | None = None
-    # scene -> (entry, its JSON text): a render rewrites the file on every state change, so
-    # only changed entries are encoded again (json's indenting encoder is pure Python)
+    # scene -> (entry, its JSON text): only changed entries are encoded again when the file is
+    # rewritten (json's indenting encoder is pure Python)
     _texts: dict[str, tuple[Entry, str]] = field(default_factory=dict, repr=False, compare=False)
+    # changes in the journal beside the file that the file does not hold yet
+    _journaled: int = field(default=0, repr=False, compare=False)
+    # scenes a GroupWriter changed in memory whose change is in no file yet, in order
+    _unwritten: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
+    # sha256 of the file on disk (None: no file), the base a journal begun now names; None
+    # in `_base_known` until needed, as reading it costs 25 ms at 10,000 scenes
+    _base: str | None = field(default=None, repr=False, compare=False)
+    _base_known: bool = field(default=False, repr=False, compare=False)
+    # journal appends (the writer thread) and rewrites (a cut's thread) never interleave
+    _io: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def journal(self) -> Path:
+        return journals.journal_path(self.path)
 
     @classmethod
     def load(cls, path: Path, storyboard: str) -> Lockfile:
-        """An empty lockfile when none exists; LockfileError when it exists but is not valid."""
-        # a dangling link is not "no lockfile": taking it as one would pay for every scene again
-        why = escape(path.parent, Path(path.name))
-        if why is not None:
-            raise LockfileError(
-                f"{path}: the lockfile {why}; replace it with the real lockfile (restore it "
-                "from git) — nothing is rendered until then"
-            )
+        """The lockfile with its journal's changes replayed: an empty one when neither exists;
+        LockfileError when either exists but is not valid.
+
+        Loaded by the holder of the spec's lock (`exclusive`), a journal is folded into the
+        file now and again when the lock is released; anyone else (plan, status) replays it in
+        memory and leaves both files as they are."""
+        held = speclock.held(path)
+        for _ in range(_CONSISTENT_TRIES):
+            seen = _identity(path)
+            raw = _read_lockfile(path)
+            journal = _read_journal(journals.journal_path(path))
+            # a writer may have folded the journal in while we read: then read both again, or
+            # an old file with no journal, or a new file with an old journal, would be mixed
+            if held is not None or _identity(path) == seen:
+                break
+        lock = cls(path, storyboard) if raw is None else cls._parse(path, storyboard, raw)
+        if journal is not None:
+            lock._replay(journal, raw)
+        if held is not None:
+            held.append(lock)
+            if journal is not None:
+                lock.compact()
+        return lock
+
+    @classmethod
+    def _parse(cls, path: Path, storyboard: str, raw: bytes) -> Lockfile:
         try:
-            text = read_regular(path, MAX_LOCKFILE_BYTES, "lockfile").decode("utf-8")
-        except FileNotFoundError:
-            return cls(path, storyboard)
-        except PathRefused as err:
-            raise LockfileError(f"{err}; nothing is rendered until it is fixed") from None
-        except (OSError, UnicodeDecodeError) as err:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
             raise LockfileError(f"{path}: cannot read the lockfile: {err}") from None
         try:
             data = json.loads(text)
@@ -235,6 +149,28 @@ class Lockfile:
         except (KeyError, TypeError) as err:
             raise LockfileError(f"{path}: the cut record is malformed ({err})") from None
         return lock
+
+    def _replay(self, data: bytes, raw: bytes | None) -> None:
+        """Apply the journal's changes, checked as the file's entries are; a journal that does
+        not extend this file is stale (see journal.py) and ignored."""
+        parsed = journals.parse(self.journal, data)
+        if parsed is None:
+            return
+        base = journals.digest(raw) if raw is not None else None
+        self._base, self._base_known = base, True
+        if parsed.base != base:
+            return
+        for change in parsed.changes:
+            try:
+                entry = Entry.from_json(change.scene, change.entry)
+            except LockfileError as err:
+                raise journals.located(self.journal, change.lineno, str(err)) from None
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
+                raise journals.located(
+                    self.journal, change.lineno, f"scene {change.scene!r} is malformed ({err})"
+                ) from None
+            self.scenes[change.scene] = entry
+        self._journaled = len(parsed.changes)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -272,7 +208,48 @@ class Lockfile:
         return cached[1]
 
     def save(self) -> None:
-        write_lockfile(self.path, self.dumps())
+        """Rewrite the file with everything in memory, and drop the journal it now holds."""
+        with self._io:
+            data = self.dumps()
+            write_lockfile(self.path, data)
+            self._base, self._base_known = journals.digest(data), True
+            self._journaled = 0
+            self._unwritten.clear()
+            # a journal left by a failed removal names the old file as its base: stale, ignored
+            with contextlib.suppress(OSError):
+                journals.remove(self.journal)
+
+    def compact(self) -> None:
+        """Fold the journal into the file (atomic rewrite, then the journal removed); only a
+        stale or empty journal is just removed."""
+        if self._journaled:
+            self.save()
+        else:
+            with self._io, contextlib.suppress(OSError):
+                journals.remove(self.journal)
+
+    def append(self, lines: bytes, count: int) -> None:
+        """Append `count` changes' lines to the journal, durably (a group commit)."""
+        with self._io:
+            fresh = not self._journaled
+            if fresh:  # begun anew: any journal there is already folded in, or stale
+                lines = journals.header(self._base_digest()) + lines
+            try:
+                append_journal(self.journal, lines, fresh=fresh)
+            except OSError as err:
+                raise LockfileError(
+                    f"{self.journal}: cannot write the lockfile's journal "
+                    f"({err.strerror or err}); what it recorded so far is kept. Free some space "
+                    "or make the folder writable, then run again"
+                ) from None
+            self._journaled += count
+
+    def _base_digest(self) -> str | None:
+        if not self._base_known:
+            raw = _read_lockfile(self.path)
+            self._base = journals.digest(raw) if raw is not None else None
+            self._base_known = True
+        return self._base
 
     def transition(
         self,
@@ -336,6 +313,8 @@ class GroupWriter:
     Each caller returns only once a write that includes its change is on disk (so "submitting"
     is durable before the request goes out), but changes made while a write is running share
     the next one, and the write runs in a thread so the event loop keeps polling meanwhile.
+    A write appends the changed entries to the journal: its cost is that of the changes, not of
+    the whole lockfile.
     """
 
     def __init__(self, lock: Lockfile) -> None:
@@ -355,6 +334,7 @@ class GroupWriter:
     ) -> Entry:
         """`Lockfile.transition`, on disk before it returns."""
         done = self.lock.transition(scene_id, name, entry, again=again, **changes)
+        self.lock._unwritten[scene_id] = None  # the next group commit journals it
         await self.flush()
         return done
 
@@ -364,9 +344,16 @@ class GroupWriter:
         async with self._mutex:
             if self._written >= mine:
                 return
-            upto, data = self._changed, self.lock.dumps()
+            lock, upto = self.lock, self._changed
+            dirty, lock._unwritten = lock._unwritten, {}
+            lines = b"".join(journals.line(sid, lock.scenes[sid].to_json()) for sid in dirty)
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(_WRITER, write_lockfile, self.lock.path, data)
+            try:
+                await loop.run_in_executor(_WRITER, lock.append, lines, len(dirty))
+            except BaseException:
+                # not on disk: the next write, whoever makes it, takes them along
+                lock._unwritten = {**dirty, **lock._unwritten}
+                raise
             self._written = upto
 
 
@@ -382,69 +369,57 @@ def write_lockfile(path: Path, data: bytes) -> None:
         ) from None
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _identity(path: Path) -> tuple[int, int, int, int] | None:
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-@contextlib.contextmanager
-def exclusive(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
-    """Hold the render lock of one spec; refuse (or with `wait`, queue) if another has it."""
-    mutex = lock_path.with_name(f".{lock_path.name}.pid")
-    # never through a symlink: a committed `.NAME.lock.pid -> somefile` would be truncated and
-    # overwritten with our pid; O_NONBLOCK so that a FIFO there cannot make us wait forever
-    try:
-        fd = os.open(
-            mutex, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
-        )
-    except OSError as err:
-        kind = "a symlink" if os.path.islink(mutex) else f"unusable ({err.strerror})"
+def _read_lockfile(path: Path) -> bytes | None:
+    """The lockfile's bytes, None when there is none; refused when it is a symlink out of the
+    project, a special file or far too large."""
+    # a dangling link is not "no lockfile": taking it as one would pay for every scene again
+    why = escape(path.parent, Path(path.name))
+    if why is not None:
         raise LockfileError(
-            f"{mutex}: the render lock file is {kind}; delete it (it only holds the pid of a "
-            "running render) and run again"
-        ) from None
+            f"{path}: the lockfile {why}; replace it with the real lockfile (restore it "
+            "from git) — nothing is rendered until then"
+        )
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise LockfileError(
-                f"{mutex}: the render lock file is not a regular file; delete it (it only "
-                "holds the pid of a running render) and run again"
-            )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-            raise LockHeldError(
-                f"{lock_path.name} is being rendered by process {holder}; "
-                "wait for it to finish (two renders of one spec never "
-                "interleave)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _remove_stale_temps(lock_path)
-        yield
-    finally:
-        os.close(fd)
+        return read_regular(path, MAX_LOCKFILE_BYTES, "lockfile")
+    except FileNotFoundError:
+        return None
+    except PathRefused as err:
+        raise LockfileError(f"{err}; nothing is rendered until it is fixed") from None
+    except OSError as err:
+        raise LockfileError(f"{path}: cannot read the lockfile: {err}") from None
 
 
-def _remove_stale_temps(lock_path: Path) -> None:
-    """Half-written lockfiles of a render killed mid-write: every write happens under the lock
-    we now hold, so none of them is still being written."""
-    for tmp in lock_path.parent.glob(f".{glob.escape(lock_path.name)}.*.tmp"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+def _read_journal(path: Path) -> bytes | None:
+    """The journal's bytes, None when there is none, with the lockfile's own refusals."""
+    why = escape(path.parent, Path(path.name))
+    if why is not None:
+        raise LockfileError(
+            f"{path}: the lockfile's journal {why}; delete it (it only holds what an "
+            "interrupted render recorded) — nothing is rendered until then"
+        )
+    try:
+        return read_regular(path, MAX_LOCKFILE_BYTES, "lockfile's journal")
+    except FileNotFoundError:
+        return None
+    except PathRefused as err:
+        raise LockfileError(f"{err}; nothing is rendered until it is fixed") from None
+    except OSError as err:
+        raise LockfileError(f"{path}: cannot read the lockfile's journal: {err}") from None
+
+
+def pending_digest(path: Path, storyboard: str) -> str | None:
+    """sha256 of the lockfile a writer will fold `path`'s journal into, or None when there is
+    no journal to fold in (the file's own bytes are then what a writer finds): what a saved plan
+    records, since the render that applies it compacts the journal before checking."""
+    if not journals.exists(journals.journal_path(path)):
+        return None
+    lock = Lockfile.load(path, storyboard)
+    return journals.digest(lock.dumps()) if lock._journaled else None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from hailuo_pipe.errors import TransitionRefused
 
 if TYPE_CHECKING:
-    from hailuo_pipe.state.lockfile import Entry, State
+    from hailuo_pipe.state.entry import Entry, State
 
 ANY: frozenset[str | None] = frozenset(
     {None, "submitting", "submitted", "unknown", "done", "failed"}

@@ -102,6 +102,26 @@ def sha256_file(path: Path, st: os.stat_result | None = None) -> str:
     return digest
 
 
+def sha256_named(path: str, st: os.stat_result) -> str:
+    """`sha256_file` of a path given as a string, with its `st`: what a rerun asks of each of
+    its clips and frames, without making a Path of each."""
+    folder, name = os.path.split(path)
+    store = _STORES.get(Path(folder))
+    known = store.get(name, st) if store else None
+    if known is not None:
+        return known
+    return sha256_file(Path(path), st)
+
+
+def remember_written(path: Path, digest: str) -> None:
+    """Tell the memo of `path`'s folder (if it has one) the hash of a file just written there
+    from bytes whose hash the writer computed: the next run need not read it again."""
+    store = _STORES.get(path.parent)
+    if store is not None:
+        with contextlib.suppress(OSError):
+            store.put(path.name, path.stat(), digest)
+
+
 def remember_hashes(folder: Path) -> None:
     """Keep the hashes of files in `folder` in `folder/.hashes.json` between runs, trusted while
     a file's size, mtime, ctime and inode stay the same (as git's index does), so a rerun does
@@ -111,11 +131,19 @@ def remember_hashes(folder: Path) -> None:
 
 class _HashStore:
     RACY = 2.0  # seconds: a file this fresh may still change within its mtime's granularity
+    # a filesystem whose timestamps have sub-second digits moves them on every kernel tick
+    # (a few milliseconds): this long after its last change, a file's next change gets
+    # another mtime
+    TICK = 0.05
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dirty = False
         self.known: dict[str, list[Any]] = {}
+        # hashed while fresh, on a filesystem with fine timestamps: kept when the process
+        # exits if unchanged by then (a render's own clips and frames, so its first rerun
+        # need not read them all again)
+        self.fresh: dict[str, list[Any]] = {}
         # PathRefused: a FIFO or a link to /dev/zero there would hang or fill memory
         with contextlib.suppress(OSError, ValueError, PathRefused):
             data = json.loads(read_regular(path, STORE_BYTES, "hash store"))
@@ -133,9 +161,32 @@ class _HashStore:
     def put(self, name: str, st: os.stat_result, digest: str) -> None:
         if time.time() - st.st_mtime > self.RACY:
             self.known[name] = [*self._stamp(st), digest]
+            self.fresh.pop(name, None)
             self.dirty = True
+        elif st.st_mtime_ns % 1_000_000_000:  # whole seconds: a coarse filesystem's mtime
+            self.fresh[name] = [*self._stamp(st), digest]
+
+    def _settle(self) -> None:
+        """Keep the fresh hashes of files unchanged since they were taken, once their mtime's
+        tick is over: any later change moves the mtime, and the next run sees it. What this
+        cannot see is a change by another program within that tick of the file being written
+        (milliseconds), to a file in a render folder only a render, under its lock, writes."""
+        now = time.time()
+        for name, entry in self.fresh.items():
+            try:
+                st = os.stat(self.path.parent / name)
+            except OSError:
+                continue
+            if self._stamp(st) == entry[:4] and now - st.st_mtime > self.TICK:
+                self.known[name] = entry
+                self.dirty = True
+        self.fresh.clear()
 
     def save(self) -> None:
+        if self.fresh:
+            if time.time() - max(e[1] for e in self.fresh.values()) / 1e9 <= self.TICK:
+                time.sleep(self.TICK)  # the last file written is still within its tick
+            self._settle()
         if not self.dirty or not self.path.parent.is_dir():
             return
         live = {k: v for k, v in self.known.items() if (self.path.parent / k).exists()}

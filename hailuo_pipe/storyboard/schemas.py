@@ -7,10 +7,12 @@ by it; the rest of the wording is translated here.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -228,18 +230,62 @@ class SchemaMemo:
         if digest in self._known:
             self._used.add(digest)
             return []
-        found = check()
+        # jsonschema only for what the fast predicates refuse: it says why
+        found = [] if valid_fast(schema, data) else check()
         if not found:
             self._used.add(digest)
         return found
 
     def save(self) -> None:
         """Keep the digests this run used (so the file never outgrows the storyboard), if the
-        storyboard's render folder exists: validating never creates folders."""
-        if self.path is None or self._used == self._known or not self.path.parent.is_dir():
+        storyboard's render folder exists: validating never creates folders. When it does not
+        exist yet, the memo is written as the process exits if a render made the folder
+        meanwhile, so the first rerun after a first render finds it."""
+        if self.path is None or self._used == self._known:
             return
+        if not self.path.parent.is_dir():
+            _PENDING[self.path] = self
+            return
+        _PENDING.pop(self.path, None)
         with contextlib.suppress(OSError, ValueError):
             atomic_write(self.path, "".join(f"{d}\n" for d in sorted(self._used)).encode())
+
+
+_PENDING: dict[Path, SchemaMemo] = {}  # memos whose folder did not exist when they were saved
+
+
+@atexit.register
+def _save_pending() -> None:
+    for memo in list(_PENDING.values()):
+        folder = memo.path.parent if memo.path is not None else None
+        # made by a render, which refuses a render folder that is a symlink (out of the project)
+        if folder is not None and folder.is_dir() and not (
+            folder.is_symlink() or folder.parent.is_symlink()
+        ):
+            memo.save()
+
+
+@cache
+def fast_check(name: str) -> Callable[[Any], bool] | None:
+    """The compiled yes/no predicate of a schema (fastcheck.py), None when it cannot be."""
+    from hailuo_pipe.storyboard.fastcheck import Unsupported, compile_schema
+
+    schema = load_schema(name)
+    try:
+        return compile_schema(_inline_refs(schema, schema))
+    except (Unsupported, ValueError, KeyError, TypeError, re.error):
+        return None
+
+
+def valid_fast(name: str, data: Any) -> bool:
+    """True only when `data` is valid against the schema; False also means "ask jsonschema"."""
+    test = fast_check(name)
+    if test is None:
+        return False
+    try:
+        return test(data)
+    except (TypeError, ValueError, RecursionError):  # a value no JSON has: jsonschema says
+        return False
 
 
 @cache

@@ -1,8 +1,12 @@
 """Load a storyboard file into plain data, remembering where every key and value stood.
 
-PyYAML composes a node tree that knows line and column; we convert it ourselves (rather than
-`yaml.safe_load`) so that duplicate keys are refused, alias expansion and nesting are bounded
-(YAML bombs), and every value's position is kept for error messages.
+We build the data ourselves (rather than `yaml.safe_load`) so that duplicate keys are refused,
+alias expansion and nesting are bounded (YAML bombs), and every value's position is kept for
+error messages. A storyboard without anchors, aliases and merge keys, as nearly all are, is
+built in one pass over libyaml's parser events, which bounds nesting as it goes; one with
+them is composed into PyYAML's node tree (after a pass that bounds nesting before libyaml's
+composer, which recurses in C, can overflow its stack) and converted from it. Both give the
+same data, positions and problems.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ class Document:
 
     file: str
     data: Any
-    values: dict[DocPath, Location] = field(default_factory=dict)
-    keys: dict[DocPath, Location] = field(default_factory=dict)
+    # (line, column) of each value and key, made a Location when asked for (a large storyboard
+    # has a hundred thousand of them, and few are ever asked for)
+    values: dict[DocPath, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[DocPath, tuple[int, int]] = field(default_factory=dict)
     block_scalars: set[DocPath] = field(default_factory=set)
     # keys a `<<: *anchor` merge brought into a mapping -> (where the `<<` key stands, where
     # the anchor's pair stands): one anchor serves many scenes, so an error in a merged value
@@ -62,11 +68,11 @@ class Document:
         table = self.keys if key else self.values
         while p:
             if p in table:
-                return table[p]
+                return Location(*table[p])
             if p in self.values:
-                return self.values[p]
+                return Location(*self.values[p])
             p = p[:-1]
-        return self.values.get((), Location(1, 1))
+        return Location(*self.values.get((), (1, 1)))
 
     def problem(self, path: DocPath, message: str, *, key: bool = False) -> Problem:
         loc = self.locate(path, key=key)
@@ -94,7 +100,11 @@ class _TooBig(Exception):
 
 
 def _loc(node: yaml.Node) -> Location:
-    return Location(node.start_mark.line + 1, node.start_mark.column + 1)
+    return Location(*_pos(node))
+
+
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 class _Converter:
@@ -123,7 +133,7 @@ class _Converter:
         if depth > MAX_DEPTH:
             raise _TooBig(node, f"the document nests deeper than {MAX_DEPTH} levels")
         # Only the first occurrence of an aliased node records positions (the anchor's).
-        self.doc.values.setdefault(path, _loc(node))
+        self.doc.values.setdefault(path, _pos(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, depth)
         if isinstance(node, yaml.SequenceNode):
@@ -158,7 +168,7 @@ class _Converter:
                 self.doc.merged.pop((*path, key), None)  # the mapping's own pair wins
             elif merge_at is not None:
                 self.doc.merged[(*path, key)] = (merge_at, _loc(key_node))
-            self.doc.keys[(*path, key)] = _loc(key_node)
+            self.doc.keys[(*path, key)] = _pos(key_node)
             out[key] = self.convert(value_node, (*path, key), depth + 1)
         return out
 
@@ -212,6 +222,17 @@ def load_text(text: str, file: str) -> tuple[Document, list[Problem]]:
     doc = Document(file=file, data=None)
     if "\x00" in text:
         return doc, [Problem(file, 1, 1, "this is not a text file (it contains NUL bytes)")]
+    from hailuo_pipe.storyboard.yamlevents import EventBuilder  # it builds on this module
+
+    built = EventBuilder(doc).build(text)
+    if built is not None:
+        return doc, built
+    doc = Document(file=file, data=None)  # anchors, aliases or merge keys: the node tree's way
+    return _load_nodes(text, doc)
+
+
+def _load_nodes(text: str, doc: Document) -> tuple[Document, list[Problem]]:
+    file = doc.file
     try:
         too_deep = _too_deep(text)
         if too_deep is not None:

@@ -251,12 +251,15 @@ def test_file_size_limit_during_downloads_then_rerun_pays_nothing_more(
 def test_lockfile_write_failing_midway_stops_cleanly(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, good_writes: int
 ) -> None:
-    """The disk fills up just as the lockfile is rewritten: a located error per scene, the
-    last complete lockfile on disk, nothing submitted that was not recorded first, and a job
-    created but not recorded is named with the `--adopt` that saves paying for it again."""
+    """The disk fills up just as the lockfile's journal is appended to (or the lockfile
+    rewritten): a located error per scene, the last complete state on disk, nothing submitted
+    that was not recorded first, and a job created but not recorded is named with the `--adopt`
+    that saves paying for it again."""
     from hailuo_pipe.state import lockfile
+
     spec = soak.write_workdir(tmp_path, SCENES)
-    real_write, writes = lockfile.atomic_write, Counter[str]()
+    real_write, real_append = lockfile.atomic_write, lockfile.append_journal
+    writes = Counter[str]()
 
     def fills_up(path: Path, data: bytes) -> None:
         writes["n"] += 1
@@ -264,7 +267,14 @@ def test_lockfile_write_failing_midway_stops_cleanly(
             raise OSError(28, "No space left on device")
         real_write(path, data)
 
+    def fills_up_too(path: Path, data: bytes, *, fresh: bool = False) -> None:
+        writes["n"] += 1
+        if writes["n"] > good_writes:
+            raise OSError(28, "No space left on device")
+        real_append(path, data, fresh=fresh)
+
     monkeypatch.setattr(lockfile, "atomic_write", fills_up)
+    monkeypatch.setattr(lockfile, "append_journal", fills_up_too)
     result = render(load_storyboard(spec), RenderOptions(environ=provider_env(emulator)))
     failed = [r for r in result.results if r.outcome == "failed"]
     assert failed and all("No space left on device" in (r.error or "") for r in failed)
@@ -280,6 +290,7 @@ def test_lockfile_write_failing_midway_stops_cleanly(
             assert job["id"] in recorded or f"--adopt {sid}={job['id']}" in errors[sid]
 
     monkeypatch.setattr(lockfile, "atomic_write", real_write)
+    monkeypatch.setattr(lockfile, "append_journal", real_append)
     healed = soak.converge(spec, emulator, SCENES, rounds=3)
     assert healed.done and not healed.problems, healed
     problems, paid, _ = soak.verify_jobs(emulator, SCENES)

@@ -62,13 +62,20 @@ def test_a_golden_lockfile_is_reused_for_nothing(golden: Path, emulator: Emulato
     assert [s["reason"] for s in again["steps"]] == ["up to date"] * len(again["steps"])
 
 
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "cut short"])
 def test_deleted_frames_are_restored_from_their_clips_for_free(
-    golden: Path, emulator: Emulator
+    golden: Path, emulator: Emulator, damage: str
 ) -> None:
+    """Frames are written without an fsync: a crash may leave one missing, empty or short
+    (whatever the disk had of it), and each is extracted again from its clip, for free."""
     frames = sorted(golden.parent.glob("renders/*/*.png"))
     assert frames
     for png in frames:
-        png.unlink()
+        if damage == "deleted":
+            png.unlink()
+        else:
+            data = png.read_bytes()
+            png.write_bytes(b"" if damage == "emptied" else data[: len(data) // 2])
     plan = json.loads(cli(golden, emulator, "plan", "--json").stdout)
     assert plan["cost"] == 0
     assert {s["action"] for s in plan["steps"]} == {"restore"}

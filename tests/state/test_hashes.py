@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -51,13 +52,58 @@ def test_hash_is_remembered_while_the_file_is_unchanged(tmp_path: Path, fresh_st
     assert images.sha256_file(clip) == hashlib.sha256(b"clip two").hexdigest()
 
 
-def test_fresh_files_are_not_remembered(tmp_path: Path, fresh_stores) -> None:
+def test_a_fresh_file_is_remembered_once_its_tick_is_over_if_unchanged(
+    tmp_path: Path, fresh_stores
+) -> None:
+    """What a render writes and hashes (its frames) is remembered as it exits, so the first
+    rerun reads none of them again."""
+    frame = tmp_path / "new.png"
+    frame.write_bytes(b"just written")
+    images.remember_hashes(tmp_path)
+    images.sha256_file(frame)
+    fresh_stores()
+    data = json.loads((tmp_path / ".hashes.json").read_text())
+    assert data["new.png"][4] == hashlib.sha256(b"just written").hexdigest()
+
+
+def test_a_fresh_file_changed_after_it_was_hashed_is_not_remembered(
+    tmp_path: Path, fresh_stores
+) -> None:
+    clip = tmp_path / "new.mp4"
+    clip.write_bytes(b"version 1")
+    images.remember_hashes(tmp_path)
+    images.sha256_file(clip)
+    time.sleep(images._HashStore.TICK * 2)
+    clip.write_bytes(b"version 2")  # the same size, a later tick: another mtime
+    fresh_stores()
+    assert not (tmp_path / ".hashes.json").exists()
+
+
+def test_a_fresh_file_with_a_whole_second_mtime_is_not_remembered(
+    tmp_path: Path, fresh_stores
+) -> None:
+    """Whole seconds are what a coarse filesystem (FAT, HFS+, some network mounts) records:
+    there a change within the same second keeps the mtime, so fresh files wait for a rerun."""
     clip = tmp_path / "new.mp4"
     clip.write_bytes(b"just written")
+    second = int(time.time())
+    os.utime(clip, ns=(second * 10**9, second * 10**9))
     images.remember_hashes(tmp_path)
     images.sha256_file(clip)
     fresh_stores()
     assert not (tmp_path / ".hashes.json").exists()
+
+
+def test_a_downloaded_clip_is_remembered_by_the_hash_of_what_was_written(
+    tmp_path: Path, fresh_stores
+) -> None:
+    clip = tmp_path / "s01.mp4"
+    clip.write_bytes(b"downloaded")
+    images.remember_hashes(tmp_path)
+    images.remember_written(clip, "sha-of-the-stream")  # as download() does, no second read
+    fresh_stores()
+    images.remember_hashes(tmp_path)
+    assert images.sha256_file(clip) == "sha-of-the-stream"
 
 
 def test_a_garbled_store_only_costs_time(tmp_path: Path, fresh_stores) -> None:
@@ -98,12 +144,34 @@ def test_schema_memo_skips_only_documents_found_valid(tmp_path: Path, monkeypatc
     assert memo.document_problems(bad)
     memo.save()
 
-    calls = []
-    real = schemas.validate_document
-    monkeypatch.setattr(schemas, "validate_document", lambda d: calls.append(d) or real(d))
+    checked, explained = [], []
+    real_fast, real_slow = schemas.valid_fast, schemas.validate_document
+    monkeypatch.setattr(
+        schemas, "valid_fast", lambda n, d: checked.append(d) or real_fast(n, d)
+    )
+    monkeypatch.setattr(
+        schemas, "validate_document", lambda d: explained.append(d) or real_slow(d)
+    )
     again = schemas.SchemaMemo(memo_file)
     assert again.document_problems(good) == []  # remembered: not checked again
     assert again.document_problems(bad)  # never remembered: checked, and still refused
     good.data["name"] = "b"
     assert again.document_problems(good) == []  # a changed document is checked anew
-    assert calls == [bad, good]
+    assert checked == [bad.data, good.data]
+    assert explained == [bad]  # jsonschema only for the one the fast check refused
+
+
+def test_a_schema_memo_waits_for_the_render_folder_and_never_makes_it(tmp_path: Path) -> None:
+    """A first render validates before its render folder exists; the memo is written as the
+    process exits once the render made it, so the first rerun puts nothing through jsonschema
+    again. Validating alone never creates the folder."""
+    never = schemas.SchemaMemo(tmp_path / "renders" / "never" / ".checked-requests")
+    made = schemas.SchemaMemo(tmp_path / "renders" / "made" / ".checked-requests")
+    for memo in (never, made):
+        memo._used.add("digest")
+        memo.save()
+    assert not (tmp_path / "renders").exists()
+    (tmp_path / "renders" / "made").mkdir(parents=True)  # the render, meanwhile
+    schemas._save_pending()  # what happens at exit
+    assert (tmp_path / "renders" / "made" / ".checked-requests").read_text() == "digest\n"
+    assert not (tmp_path / "renders" / "never").exists()

@@ -129,16 +129,16 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     from hailuo_pipe.state import lockfile
 
     lock = Lockfile(tmp_path / "s.lock", "s")
-    writes: list[set[str]] = []
-    real = lockfile.write_lockfile
+    writes: list[int] = []  # lines appended per group commit
+    real = lockfile.append_journal
 
-    def counted(path: Path, data: bytes) -> None:
+    def counted(path: Path, data: bytes, *, fresh: bool = False) -> None:
         if fail:
-            raise LockfileError("disk full")
-        real(path, data)
-        writes.append(set(json.loads(data)["scenes"]))
+            raise OSError(28, "No space left on device")
+        real(path, data, fresh=fresh)
+        writes.append(data.count(b"\n") - fresh)  # the header is no change
 
-    monkeypatch.setattr(lockfile, "write_lockfile", counted)
+    monkeypatch.setattr(lockfile, "append_journal", counted)
 
     async def many(prefix: str) -> list[object]:
         writer = lockfile.GroupWriter(lock)
@@ -147,13 +147,14 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
 
     fail = False
     asyncio.run(many("a"))
-    # everyone's change is on disk, in far fewer writes than changes
-    assert len(writes) < 20 and writes[-1] == {f"a{i}" for i in range(20)}
-    assert set(json.loads((tmp_path / "s.lock").read_text())["scenes"]) == writes[-1]
+    # everyone's change is on disk, in far fewer writes than changes, each written once
+    assert len(writes) < 20 and sum(writes) == 20
+    assert set(Lockfile.load(lock.path, "s").scenes) == {f"a{i}" for i in range(20)}
 
     fail = True
     outcomes = asyncio.run(many("b"))
     assert all(isinstance(o, LockfileError) for o in outcomes)  # each caller hears of it
+    assert all("No space left on device" in str(o) for o in outcomes)
     fail = False
     asyncio.run(many("c"))  # and a later change is written, with everything before it
-    assert len(writes[-1]) == 60
+    assert len(Lockfile.load(lock.path, "s").scenes) == 60

@@ -320,8 +320,14 @@ def verify_jobs(emu: Emulator, scenes: int) -> tuple[list[str], int, int]:
 
 
 def temp_files(base: Path) -> int:
-    """Temporary files (downloads, lockfile writes) a crash left behind."""
-    return sum(1 for p in base.rglob(".*") if p.suffix in (".part", ".tmp") and p.is_file())
+    """Temporary files (downloads, lockfile writes) a crash left behind, and lockfile journals
+    (a render that ends folds its journal into the lockfile)."""
+    return sum(
+        1
+        for p in base.rglob("*")
+        if ((p.name.startswith(".") and p.suffix in (".part", ".tmp")) or p.suffix == ".journal")
+        and p.is_file()
+    )
 
 
 def verify(spec: Path, emu: Emulator, scenes: int, figures: Figures) -> None:

@@ -1,0 +1,83 @@
+"""Frame extraction of a large render runs in worker processes, records the same frames, and
+tells the render's hash memo what it hashed; a small render keeps threads."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+from support.emulator_fixture import provider_env
+
+from hailuo_emulator import Emulator
+from hailuo_pipe.render import RenderOptions, extract, render
+from hailuo_pipe.state.lockfile import Lockfile
+from hailuo_pipe.storyboard import images
+from hailuo_pipe.validate import load_storyboard
+
+
+def test_a_small_render_extracts_in_threads_a_large_one_in_processes() -> None:
+    small, large = extract.pool(extract.PROCESSES_FROM - 1), extract.pool(extract.PROCESSES_FROM)
+    try:
+        assert isinstance(small, ThreadPoolExecutor)
+        assert isinstance(large, ProcessPoolExecutor)
+    finally:
+        small.shutdown()
+        large.shutdown()
+
+
+def test_frames_extracted_by_workers_are_recorded_and_remembered(
+    write_spec, emulator: Emulator  # type: ignore[no-untyped-def]
+) -> None:
+    n = extract.PROCESSES_FROM
+    scenes = "".join(
+        f'  - id: s{i:03d}\n    prompt: "[Static shot] scene {i}"\n'
+        f"    image: https://example.com/frames/{i}.jpg\n"
+        for i in range(n)
+    )
+    spec = write_spec(f"version: 1\nname: many\ndefaults:\n  provider: runware\nscenes:\n{scenes}")
+    board = load_storyboard(spec)
+    result = render(board, RenderOptions(environ=provider_env(emulator), concurrency=32))
+    assert {r.outcome for r in result.results} == {"rendered"}
+    lock = Lockfile.load(board.lock_path, board.name)
+    for entry in lock.scenes.values():
+        assert set(entry.frames) == {"first", "last"}
+        for record in entry.frames.values():
+            data = (spec.parent / record.path).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == record.sha256
+            assert record.pixels and record.size == len(data)
+    images._save_hashes()  # what the render's process does as it exits
+    memo = json.loads((board.render_dir / ".hashes.json").read_text())
+    assert {Path(r.path).name for e in lock.scenes.values() for r in e.frames.values()} <= set(memo)
+
+
+def test_a_pool_whose_worker_died_is_made_anew_once_and_the_frames_extracted(
+    write_spec, monkeypatch  # type: ignore[no-untyped-def]
+) -> None:
+    from concurrent.futures import BrokenExecutor, Future
+
+    class Broken(ThreadPoolExecutor):
+        """What a process pool is after one of its workers died: it refuses everything."""
+
+        def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+            future: Future[object] = Future()
+            future.set_exception(BrokenExecutor("a worker died"))
+            return future
+
+    made: list[str] = []
+
+    def pool(clips: int):  # type: ignore[no-untyped-def]
+        made.append("broken" if not made else "fresh")
+        return Broken(max_workers=1) if len(made) == 1 else ThreadPoolExecutor(max_workers=2)
+
+    monkeypatch.setattr(extract, "pool", pool)
+    spec = write_spec(
+        "version: 1\nname: b\ndefaults: {provider: preview, resolution: 512p}\nscenes:\n"
+        + "".join(f"  - {{id: s{i}, prompt: p{i}, image: assets/a.png}}\n" for i in range(4))
+    )
+    result = render(load_storyboard(spec), RenderOptions(concurrency=4))
+    assert {r.outcome for r in result.results} == {"rendered"}, result.results
+    assert made == ["broken", "fresh"]  # four scenes heard of it; one new pool
+    lock = Lockfile.load(spec.with_suffix(".lock"), "b")
+    assert all(set(e.frames) == {"first", "last"} for e in lock.scenes.values())
