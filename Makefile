@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/hailuo-pipe report specs/demo.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check hailuo_pipe tests bench
+	$(BIN)/ruff check hailuo_pipe hailuo_emulator tests bench
 	$(BIN)/mypy
 
 test: lint
