@@ -79,6 +79,8 @@ class Entry:
         try:
             output = data.get("output")
             frames = data.get("frames") or {}
+            if not isinstance(frames, dict) or (output and not isinstance(output, dict)):
+                raise LockfileError(f"{where} has frames or an output that is not an object")
             entry = cls(
                 fingerprint=_str(data, "fingerprint", where),
                 provider=_str(data, "provider", where),

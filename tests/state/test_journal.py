@@ -208,7 +208,7 @@ HOSTILE = [
     (b'{"scene": "b", "entry": {"fingerprint": "x", "provider": "p", "key": "k", '
      b'"state": "done", "job_id": "j"}}\n', 2, "done but records no output"),
     (b'{"scene": "b", "entry": {"fingerprint": "x", "provider": "p", "key": "k", '
-     b'"state": "submitted", "job_id": "j", "frames": [1]}}\n', 2, "malformed"),
+     b'"state": "submitted", "job_id": "j", "frames": [1]}}\n', 2, "not an object"),
     (b'{"scene": "b", "entry": {"fingerprint": "x", "provider": "p", "key": "k", '
      b'"state": "done", "job_id": "j", "output": {"path": "../../etc/passwd", "sha256": "f", '
      b'"size": 1}}}\n', 2, "not inside the spec's folder"),

@@ -143,3 +143,16 @@ def test_a_lockfile_write_that_breaks_the_table_changes_nothing(tmp_path: Path) 
     with pytest.raises(TransitionRefused):
         lock.transition("a", "submitting", entry("submitting"))  # the same clip, not asked for
     assert lock.scenes["a"] is done
+
+
+@pytest.mark.parametrize("field", ["frames", "output"])
+def test_a_lockfile_whose_records_are_not_objects_is_refused_where_it_is_wrong(
+    field: str, tmp_path: Path
+) -> None:
+    done = entry("done")
+    assert done is not None
+    data = {**done.to_json(), field: ["renders/s/a.mp4"]}
+    path = tmp_path / "s.lock"
+    path.write_text(json.dumps({"version": 1, "storyboard": "s", "scenes": {"a": data}}))
+    with pytest.raises(LockfileError, match="scene 'a' has frames or an output"):
+        Lockfile.load(path, "s")
