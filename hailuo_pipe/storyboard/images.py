@@ -106,7 +106,11 @@ def sha256_named(path: str, st: os.stat_result) -> str:
     """`sha256_file` of a path given as a string, with its `st`: what a rerun asks of each of
     its clips and frames, without making a Path of each."""
     folder, name = os.path.split(path)
-    store = _STORES.get(Path(folder))
+    store = _BY_NAME.get(folder)
+    if store is None or _STORES.get(store.folder) is not store:  # none yet, or forgotten
+        store = _STORES.get(Path(folder))
+        if store is not None:
+            _BY_NAME[folder] = store
     known = store.get(name, st) if store else None
     if known is not None:
         return known
@@ -138,6 +142,7 @@ class _HashStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.folder = path.parent
         self.dirty = False
         self.known: dict[str, list[Any]] = {}
         # hashed while fresh, on a filesystem with fine timestamps: kept when the process
@@ -196,6 +201,7 @@ class _HashStore:
 
 
 _STORES: dict[Path, _HashStore] = {}
+_BY_NAME: dict[str, _HashStore] = {}  # the folder as a string: no Path made per file checked
 
 
 @atexit.register
