@@ -112,7 +112,20 @@ def timed_render(spec: Path, url: str, key: str, concurrency: int) -> dict[str, 
     if profile := os.environ.get("SCALE_PROFILE"):  # collapsed stacks of every thread
         spy = Path(sys.executable).with_name("py-spy")
         gil = ["--gil"] if os.environ.get("SCALE_PROFILE_GIL") else []  # GIL holders only
-        cmd = [str(spy), "record", "-r", "250", *gil, "-f", "raw", "-o", profile, "--", *cmd]
+        cmd = [
+            str(spy),
+            "record",
+            "-r",
+            "250",
+            "--nonblocking",
+            *gil,
+            "-f",
+            "raw",
+            "-o",
+            profile,
+            "--",
+            *cmd,
+        ]
     done = subprocess.run(
         cmd,
         capture_output=True,

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -105,14 +105,7 @@ def reports_errors(f: F) -> F:
                 click.echo(f"{n} problem{'s' if n != 1 else ''} found", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            # Ctrl-C before a render started or after it ended: the lockfile is consistent
-            # either way, and an interrupt is exit 130 as documented, never click's exit 1
-            click.echo(
-                "\nInterrupted. Run the same command again: recorded jobs are resumed, "
-                "nothing is submitted twice.",
-                err=True,
-            )
-            sys.exit(130)
+            _interrupted()
         except UnknownName as err:  # a mistyped argument: a usage error, exit 2
             raise click.UsageError(scrub(str(err))) from None
         except HailuoPipeError as err:
@@ -129,6 +122,8 @@ def reports_errors(f: F) -> F:
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise  # click's own: usage errors and exits, reported by click
         except Exception as err:
+            if _caused_by_interrupt(err):  # Python 3.11 wraps one raised in __set_name__
+                _interrupted()
             # a bug of ours: still one line and exit 1, not a traceback; every lockfile write is
             # atomic, so what was recorded stays recorded. HAILUO_PIPE_DEBUG=1 shows where.
             if os.environ.get("HAILUO_PIPE_DEBUG"):
@@ -142,6 +137,29 @@ def reports_errors(f: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted() -> NoReturn:
+    # Ctrl-C before a render started or after it ended: the lockfile is consistent either
+    # way, and an interrupt is exit 130 as documented, never click's exit 1
+    click.echo(
+        "\nInterrupted. Run the same command again: recorded jobs are resumed, "
+        "nothing is submitted twice.",
+        err=True,
+    )
+    sys.exit(130)
+
+
+def _caused_by_interrupt(err: BaseException) -> bool:
+    """A Ctrl-C that arrived while a module was being imported can come wrapped."""
+    seen: BaseException | None = err
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def load_spec(spec: str, variables: tuple[str, ...], provider: str | None) -> Storyboard:

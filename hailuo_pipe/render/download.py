@@ -25,7 +25,10 @@ from hailuo_pipe.storyboard.images import remember_written
 if TYPE_CHECKING:
     import httpx
 
-CHUNK = 1 << 20
+# bytes of a clip held before they are written: the file is written, synced, checked and
+# renamed in threads, not on the event loop, where every file system call can wait behind the
+# journal commit of another thread's fsync while many jobs end together
+BUFFER = 256 * 1024
 ATTEMPTS = 4
 MAX_BYTES = 2 * 1024**3  # no Hailuo clip comes near this; a bound against a hostile server
 # A clip is tens of MB: a download still going after DEADLINE seconds (all attempts together),
@@ -64,13 +67,6 @@ async def download(
 ) -> Downloaded:
     """Download `url` to `dest` (atomically); DownloadError/OutputExpired name the job."""
     pace = _Pace(time.monotonic() + deadline, min_rate, grace)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        why = "it is not a folder" if isinstance(err, FileExistsError) else err.strerror or err
-        raise DownloadError(
-            f"cannot write the clip of job {job_id} to {dest.parent}: {why}"
-        ) from None
     _remove_stale_parts(dest)
     last_error = "no attempt made"
     for attempt in range(attempts):
@@ -98,9 +94,32 @@ class _Retry(Exception):
     pass
 
 
-def _make_durable(out: BinaryIO) -> None:
+def _part_file(dest: Path) -> tuple[int, str]:
+    """A new partial file beside `dest`, its folder made if need be."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+
+
+def _write(out: BinaryIO, pieces: list[bytes]) -> None:
+    for piece in pieces:
+        out.write(piece)
+
+
+def _settle(
+    out: BinaryIO,
+    pieces: list[bytes],
+    tmp: Path,
+    dest: Path,
+    check: Callable[[Path], object] | None,
+) -> None:
+    """The rest written and synced, the clip checked, then put in place (in a thread)."""
+    _write(out, pieces)
     out.flush()
     os.fsync(out.fileno())
+    out.close()
+    if check is not None:
+        check(tmp)
+    os.replace(tmp, dest)
 
 
 # folder -> clip name -> partial files found there by this process's first download into it
@@ -136,10 +155,19 @@ async def _once(
 ) -> Downloaded:
     import httpx  # here, not above: a rerun with nothing to fetch never loads it
 
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        fd, tmp_name = await asyncio.to_thread(_part_file, dest)
+    except OSError as err:
+        why = "it is not a folder" if isinstance(err, FileExistsError) else err.strerror or err
+        raise DownloadError(
+            f"cannot write the clip of job {job_id} to {dest.parent}: {why}"
+        ) from None
     tmp = Path(tmp_name)
+    placed = False
     try:
         digest, size = hashlib.sha256(), 0
+        pieces: list[bytes] = []
+        held = 0
         with os.fdopen(fd, "wb") as out:
             try:
                 async with client.stream("GET", url) as response:
@@ -172,7 +200,11 @@ async def _once(
                                 "generated again for it"
                             )
                         digest.update(chunk)
-                        out.write(chunk)
+                        pieces.append(chunk)
+                        held += len(chunk)
+                        if held >= BUFFER:
+                            await asyncio.to_thread(_write, out, pieces)
+                            pieces, held = [], 0
             except httpx.HTTPError as err:
                 raise _Retry(f"{type(err).__name__}: {err}") from None
             # Content-Length counts the bytes on the wire, compressed or not
@@ -181,12 +213,8 @@ async def _once(
                 raise _Retry(f"truncated: got {received:,} of {int(expected):,} bytes")
             if size == 0:
                 raise _Retry("empty response")
-            # in a thread: on the event loop, an fsync stalls every poll under way, by tens of
-            # milliseconds when the disk is busy (as when many jobs end together)
-            await asyncio.to_thread(_make_durable, out)
-        if check is not None:
             try:
-                await asyncio.to_thread(check, tmp)
+                await asyncio.to_thread(_settle, out, pieces, tmp, dest, check)
             except MediaError as err:
                 # never recorded, never put in place: the job is kept, so the next run
                 # fetches the clip again for free (a provider's glitch may have passed)
@@ -194,7 +222,7 @@ async def _once(
                     f"the clip of job {job_id} was refused: {err}; rerun to fetch it again "
                     "— nothing is generated again for it"
                 ) from None
-        os.replace(tmp, dest)
+            placed = True
         sha = digest.hexdigest()
         remember_written(dest, sha)  # the hash of what was written: the next run trusts it
         return Downloaded(dest, sha, size)
@@ -203,5 +231,6 @@ async def _once(
             f"cannot write the clip of job {job_id} to {dest.parent}: {err.strerror or err}"
         ) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if not placed:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()

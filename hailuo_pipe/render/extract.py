@@ -11,6 +11,7 @@ down, so an extraction under way when the user presses Ctrl-C still completes.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -22,6 +23,7 @@ from hailuo_pipe.errors import MediaError
 from hailuo_pipe.state.lockfile import FileRecord
 from hailuo_pipe.storyboard.images import remember_written
 
+NICE = 10  # how much lower the workers' priority is
 PROCESSES_FROM = 64  # clips to extract: below this, starting worker processes costs more
 
 
@@ -39,6 +41,10 @@ def pool(clips: int) -> Executor:
 def _worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # below the render's own process: when jobs end together, their frames wait a little and
+    # the submits that take their slots (and the polls) do not
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
 
 
 def frames(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -130,7 +131,7 @@ class _Run:
             return
         import httpx
 
-        from hailuo_pipe.render.pool import ShardedTransport
+        from hailuo_pipe.render.pool import AsyncioTransport
 
         timeout = httpx.Timeout(self.opts.http_timeout, connect=10.0)
         connections = max(10, self.opts.concurrency * 2)
@@ -139,8 +140,12 @@ class _Run:
             clients: dict[str, httpx.AsyncClient] = {}
 
             async def client(**kw: Any) -> httpx.AsyncClient:
-                pool = ShardedTransport(connections, verify=tls)
-                made = httpx.AsyncClient(timeout=timeout, transport=pool, **kw)
+                if _proxied():  # httpx's own transport honours the proxy and NO_PROXY
+                    limits = httpx.Limits(max_connections=connections)
+                    made = httpx.AsyncClient(timeout=timeout, verify=tls, limits=limits, **kw)
+                else:
+                    pool = AsyncioTransport(connections, verify=tls)
+                    made = httpx.AsyncClient(timeout=timeout, transport=pool, **kw)
                 return await stack.enter_async_context(made)
 
             for name, provider in hosted:
@@ -253,3 +258,10 @@ class _Run:
         from hailuo_pipe.cut import assemble
 
         return assemble(self.board, self.lock)
+
+
+def _proxied() -> bool:
+    """Whether the environment names an HTTP proxy (httpx ignores it for a client given its
+    own transport)."""
+    names = {"http_proxy", "https_proxy", "all_proxy"}
+    return any(key.lower() in names and value for key, value in os.environ.items())

@@ -425,16 +425,16 @@ class _Walk:
                 job_id=job_id,
             )
         await ctx.traffic.after_submits()
-        async with ctx.transfers:
+        dest = ctx.board.clip_path(scene.id)
+        async with ctx.transfers:  # downloads only: a clip waiting for its frames holds none
             self.emit("downloading")
-            dest = ctx.board.clip_path(scene.id)
             got = await download(
                 ctx.clients[""], status.output_url, dest, job_id=job_id, check=clip_check(scene)
             )
-            done = await done_entry(
-                self.ctx, self.scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
-            )
-            await self.writer.transition(scene.id, "finished", done)
+        done = await done_entry(
+            self.ctx, self.scene, self.lock.scenes[scene.id], dest, got.sha256, got.size, status
+        )
+        await self.writer.transition(scene.id, "finished", done)
         self.emit("done", f"job {job_id}")
         cost = done.cost or 0.0
         return SceneResult(

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 from support.emulator_fixture import provider_env
 
@@ -82,3 +83,23 @@ def test_cut_speaks_json(write_spec: Any) -> None:
     bad = CliRunner().invoke(main, ["cut", "--json", str(spec)])
     assert bad.exit_code == 1
     assert json.loads(bad.stdout)["ok"] is False
+
+
+def test_a_ctrl_c_that_python_wrapped_during_an_import_is_still_an_interrupt(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Python 3.11 turns a KeyboardInterrupt raised while a class is being made (a module
+    imported as Ctrl-C arrives) into a RuntimeError: still exit 130, never "internal error"."""
+    from hailuo_pipe.cli.common import reports_errors
+
+    @reports_errors
+    def command() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as err:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from err
+
+    with pytest.raises(SystemExit) as stopped:
+        command()
+    assert stopped.value.code == 130
+    assert "Interrupted" in capsys.readouterr().err

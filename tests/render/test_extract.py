@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def test_a_small_render_extracts_in_threads_a_large_one_in_processes() -> None:
     finally:
         small.shutdown()
         large.shutdown()
+
+
+def test_workers_run_below_the_event_loops_priority() -> None:
+    workers = extract.pool(extract.PROCESSES_FROM)
+    try:
+        assert workers.submit(os.nice, 0).result() >= os.nice(0) + extract.NICE
+    finally:
+        workers.shutdown()
 
 
 def test_frames_extracted_by_workers_are_recorded_and_remembered(
