@@ -92,7 +92,8 @@ class _Run:
                     transfers=asyncio.Semaphore(self.opts.concurrency),
                     decoders=decoders,
                 )
-                await asyncio.gather(*(self._scene(step) for step in self.plan.steps))
+                to_do = [step for step in self.plan.steps if not self._reused_at_once(step)]
+                await asyncio.gather(*(self._scene(step) for step in to_do))
         finally:
             self.ctx.decoders.shutdown(wait=False)  # the pool in use (replaced if it broke)
             if ticker:
@@ -155,6 +156,22 @@ class _Run:
             yield clients
 
     # -- one scene's task -------------------------------------------------------------------
+
+    def _reused_at_once(self, planned: Step) -> bool:
+        """A scene reused as it is, needing no other scene, is done without a task of its own
+        (a rerun of a large storyboard is mostly these)."""
+        scene = planned.scene
+        if planned.action != "reuse" or planned.migrated or planned.fingerprint is None:
+            return False
+        if self.graph.needs[scene.id]:
+            return False
+        entry = planned.entry
+        result = SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None)
+        self.results[scene.id] = result
+        self._record_frames(scene.id)
+        self.ctx.emit(scene, result.outcome, "")
+        self.done[scene.id].set_result(result.outcome)
+        return True
 
     async def _scene(self, planned: Step) -> None:
         scene = planned.scene
