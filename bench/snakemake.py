@@ -25,8 +25,10 @@ equal pipeline for snakemake is built in a folder beside it (`N.snakemake/` besi
 Then the two run alternately, each as a fresh process, `--rounds` times each (default 5): ours
 `python -m hailuo_pipe render --quiet bench.yaml` (as bench/scale.py's `rerun`, checked to send
 no request), theirs `snakemake -n --cores 1 -s Snakefile` in its folder (checked to say
-"Nothing to be done"). It prints each round with the 1-minute load average before it, then each
-side's best and median and the ratios ours / theirs.
+"Nothing to be done"), after one untimed warm-up of each (making the hard links changed our
+files' ctime, which our hash memo checks, so ours would hash every file once; snakemake's folder
+is reused, not linked again, when a kept one is complete). It prints each round with the
+1-minute load average before it, then each side's best and median and the ratios ours / theirs.
 
 snakemake is not a dependency of the project: on first use this script installs it (pinned to
 SNAKEMAKE below) into its own venv, `bench/.snakemake-venv` (git-ignored), with `python -m venv`
@@ -152,6 +154,15 @@ def pipeline(spec: Path, folder: Path) -> Path:
         for scene in outputs
     }
     assert outputs == expected, "the render's files are not named as the Snakefile says"
+    snakefile = folder / "Snakefile"
+    text = SNAKEFILE.format(scenes=list(outputs))
+    names = [spec.name, *(f for fs in outputs.values() for f in fs)]
+    if (
+        snakefile.exists()
+        and snakefile.read_text() == text
+        and all(linked(spec, folder, f) for f in names)
+    ):
+        return snakefile  # linking again would change our files' ctime: see `warm_up`
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "renders" / "bench").mkdir(parents=True)
@@ -159,12 +170,18 @@ def pipeline(spec: Path, folder: Path) -> Path:
     for files in outputs.values():
         for name in files:
             os.link(spec.parent / name, folder / name)
-    snakefile = folder / "Snakefile"
-    snakefile.write_text(SNAKEFILE.format(scenes=list(outputs)))
+    snakefile.write_text(text)
     newest_input = (folder / spec.name).stat().st_mtime
     oldest_output = min((folder / f).stat().st_mtime for fs in outputs.values() for f in fs)
     assert oldest_output > newest_input, "an output is older than the storyboard"
     return snakefile
+
+
+def linked(spec: Path, folder: Path, name: str) -> bool:
+    try:
+        return (folder / name).stat().st_ino == (spec.parent / name).stat().st_ino
+    except FileNotFoundError:
+        return False
 
 
 # -- the two runs ------------------------------------------------------------------------------
@@ -204,6 +221,11 @@ def size(n: int, rounds: int, exe: Path, keep: Path | None) -> dict[str, Any]:
         # the emulator only so that a rerun that did send a request would be seen: it must not
         with run_emulator(job_seconds=1.0) as emu:
             env = {**os.environ, **env_for(emu)}
+            # A hard link changes the linked file's ctime, which our hash memo checks (as git's
+            # index does): the first rerun after linking hashes every file again. One untimed
+            # round of each side, as a render leaves its memos and a user's rerun finds them.
+            print(f"  warm-up (not counted): {load()}", end="", flush=True)
+            print(f" ours {ours(spec, env):.2f} s, snakemake -n {theirs(exe, snakefile):.2f} s")
             walls: dict[str, list[float]] = {"ours": [], "snakemake": []}
             for i in range(rounds):
                 print(f"  round {i + 1}: ours, {load()}", end="", flush=True)
