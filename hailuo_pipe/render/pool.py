@@ -1,4 +1,4 @@
-"""The render's HTTP transport: httpx's client over asyncio's own streams and h11.
+"""The render's HTTP transport: httpx's client over an asyncio protocol and h11.
 
 httpx's default transport (httpcore on anyio) cost about 1.5 ms of the event loop's CPU per
 request in a large render, most of it in layers a render does not need: anyio's cancel scopes
@@ -13,8 +13,8 @@ What callers rely on (providers/http.py resends a submit only then): `ConnectErr
 written. Anything that goes wrong after is another `TransportError`, or a `TimeoutException`
 that is not one of those two.
 
-Proxies stay httpx's own: a client mounts its transports for the proxies the environment names,
-and only requests that go direct reach this one.
+httpx ignores proxy variables for a client given its own transport, so a render whose
+environment names a proxy does not use this one (render/run.py).
 """
 
 from __future__ import annotations
