@@ -63,7 +63,10 @@ def test_corrupted_object_detected_on_pull(opener: Opener, scene: dict[str, Path
     cache = opener()
     cache.push(fp(2), scene, META)
     evil = tmp_path / "evil.mp4"
-    evil.write_bytes(scene["clip"].read_bytes()[:-1] + b"X")  # same size, other content
+    good = scene["clip"].read_bytes()
+    # the last byte flipped: same size, other content (a fixed byte would be the clip's own
+    # last byte one time in 256)
+    evil.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
     hexd = fp(2).split(":")[1]
     cache.store.upload(f"clips/{hexd}/clip.mp4", evil, "0" * 64)
     out = tmp_path / "out"
