@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hailuo_pipe import media
+from hailuo_pipe import collector, media
 from hailuo_pipe.errors import CutNotReady
 from hailuo_pipe.state.lockfile import FileRecord, Lockfile
 from hailuo_pipe.storyboard.images import sha256_file
@@ -23,6 +23,7 @@ def cut_fingerprint(board: Storyboard, lock: Lockfile) -> str:
 
 def assemble(board: Storyboard, lock: Lockfile) -> str:
     """Write the cut (or keep the existing one); returns its path relative to the spec."""
+    collector.resume()
     assert board.output is not None
     missing = [
         s for s in board.output.sequence if s not in lock.scenes or lock.scenes[s].state != "done"

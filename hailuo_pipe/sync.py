@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from hailuo_pipe import providers
+from hailuo_pipe import collector, providers
 from hailuo_pipe.cache import OBJECTS, Cache, CachedResult, open_cache
 from hailuo_pipe.cache.records import file_digest
 from hailuo_pipe.errors import CacheError, ConfigError, LeaseHeld, MediaError
@@ -145,6 +145,7 @@ def push_lockfile(
 ) -> list[SyncOutcome]:
     """Push the done scenes `scene_ids` of a lockfile (`base`: its spec's folder) whose files
     are present and match it: a file changed since it was recorded is never pushed."""
+    collector.resume()
 
     def one(scene_id: str, entry: Entry) -> SyncOutcome:
         files = files_of(base, entry)
@@ -184,6 +185,7 @@ def pull_board(cache: Cache, board: Storyboard) -> list[SyncOutcome]:
     """Fetch every scene the plan would fetch from the cache and record it in the lockfile,
     under the lockfile's lock as a render does; nothing is submitted anywhere. Scenes that are
     out of date but not in the cache come back as `missing`, saying what a render would do."""
+    collector.resume()
     with exclusive(board.lock_path):
         lock = Lockfile.load(board.lock_path, board.name)
         plan = make_plan(board, lock, cache=_Listing(cache, cache.ls()))

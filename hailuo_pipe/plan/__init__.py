@@ -217,6 +217,7 @@ def make_plan(
     graph = Graph.of(board.scenes)
     wanted = graph.closure(only) if only is not None else None
     base = board.path.parent
+    taken = graph.taken()
     remember_hashes(board.render_dir)
 
     def plan_with(lookup: Lookup | None) -> tuple[Step, ...]:
@@ -231,6 +232,8 @@ def make_plan(
             if lookup is not None and _cacheable(step, chained=True):
                 step = _from_cache(step, lookup, legacy_of(scene, frames))
             steps.append(step)
+            if scene_id not in taken:  # no scene takes a frame from it
+                continue
             if step.cached is not None:
                 for which, rec in step.cached.files.items():
                     if which != "clip":  # known by its hashes; `path` names the cache's object

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from hailuo_pipe import providers
+from hailuo_pipe import collector, providers
 from hailuo_pipe.errors import HailuoPipeError
 from hailuo_pipe.plan import Plan, Step, decide, frame_sources
 from hailuo_pipe.providers.base import Provider
@@ -44,6 +44,7 @@ def apply(
     shared: sharing.Shared | None = None,
 ) -> RenderResult:
     """Carry out `plan` (made from `lock`, which the caller holds the spec's lock for)."""
+    collector.resume()
     return asyncio.run(_Run(board, lock, plan, configured, opts, shared).run())
 
 
@@ -60,6 +61,7 @@ class _Run:
         self.board, self.lock, self.plan, self.opts = board, lock, plan, opts
         self.configured, self.shared = configured, shared
         self.graph = Graph.of(board.scenes)
+        self.taken = self.graph.taken()  # the scenes whose frames another one takes
         self.done: dict[str, asyncio.Future[str]] = {}  # scene -> its outcome
         self.results: dict[str, SceneResult] = {}
         self.stop = asyncio.Event()
@@ -158,19 +160,19 @@ class _Run:
     # -- one scene's task -------------------------------------------------------------------
 
     def _reused_at_once(self, planned: Step) -> bool:
-        """A scene reused as it is, needing no other scene, is done without a task of its own
-        (a rerun of a large storyboard is mostly these)."""
+        """A scene reused as planned, whose inputs were too, is done without a task of its own:
+        a rerun of a large storyboard is mostly these. (Steps come after what they need, so
+        its inputs were reported before it.)"""
         scene = planned.scene
         if planned.action != "reuse" or planned.migrated or planned.fingerprint is None:
             return False
-        if self.graph.needs[scene.id]:
+        if any(
+            dep in self.done and (dep not in self.results or self.results[dep].outcome != "reused")
+            for dep in self.graph.needs[scene.id]
+        ):
             return False
         entry = planned.entry
-        result = SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None)
-        self.results[scene.id] = result
-        self._record_frames(scene.id)
-        self.ctx.emit(scene, result.outcome, "")
-        self.done[scene.id].set_result(result.outcome)
+        self._finish(scene, SceneResult(scene.id, "reused", job_id=entry.job_id if entry else None))
         return True
 
     async def _scene(self, planned: Step) -> None:
@@ -206,12 +208,17 @@ class _Run:
                 job_id=entry.job_id if entry else None,
             )
         finally:
-            self.results[scene.id] = result
-            if result.outcome not in FAILED + STOPPED:
-                self._record_frames(scene.id)
-            if result.outcome not in ("rendered", "resumed", "fetched"):  # those said "done"
-                self.ctx.emit(scene, result.outcome, result.error or "")
-            self.done[scene.id].set_result(result.outcome)
+            self._finish(scene, result)
+
+    def _finish(self, scene: Scene, result: SceneResult) -> None:
+        """A scene's outcome: reported, its frames offered to the scenes that take them, and
+        the scenes waiting for it woken."""
+        self.results[scene.id] = result
+        if result.outcome not in FAILED + STOPPED and scene.id in self.taken:
+            self._record_frames(scene.id)
+        if result.outcome not in ("rendered", "resumed", "fetched"):  # those said "done"
+            self.ctx.emit(scene, result.outcome, result.error or "")
+        self.done[scene.id].set_result(result.outcome)
 
     def _interrupted(self, scene: Scene) -> SceneResult:
         """A scene stopped under way; a job of it still running at the provider is in flight

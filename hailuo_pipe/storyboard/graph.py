@@ -38,6 +38,10 @@ class Graph:
                 out[dep].append(node)
         return out
 
+    def taken(self) -> set[str]:
+        """The scenes another scene takes a frame from."""
+        return {dep for deps in self.needs.values() for dep in deps}
+
     def topological(self) -> list[str]:
         """Dependencies first, otherwise storyboard order; raises CycleError naming a cycle.
 

@@ -151,3 +151,32 @@ def test_an_unexpected_error_outside_any_scene_is_one_line_not_a_traceback(
     # click's own errors are still click's
     usage = CliRunner().invoke(cli.main, ["plan", "--no-such-option", str(spec)])
     assert usage.exit_code == 2 and "No such option" in usage.output
+
+
+def test_a_rerun_walks_only_the_scenes_that_have_something_to_do(
+    write_spec: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reused scenes, chained ones included, are reported without a walk of their own (a large
+    rerun is mostly these); a scene after one that has work waits for it and is walked."""
+    spec = write_spec(CHAIN, name="chain.yaml")
+    assert run(spec, "render", "--quiet").returncode == 0
+    walked: list[tuple[str, str]] = []
+    real = render_run.walk
+
+    async def recording(ctx: Any, step: Any) -> Any:
+        walked.append((step.scene.id, step.action))
+        return await real(ctx, step)
+
+    monkeypatch.setattr(render_run, "walk", recording)
+    out = CliRunner().invoke(cli.main, ["render", "--quiet", str(spec)])
+    assert out.exit_code == 0, out.output
+    assert walked == [] and "3 reused" in out.output
+
+    lock = consistent(spec)
+    (spec.parent / lock.scenes["a"].frames["last"].path).unlink()
+    out = CliRunner().invoke(cli.main, ["render", "--quiet", str(spec)])
+    assert out.exit_code == 0, out.output
+    assert walked == [("a", "restore"), ("b", "reuse"), ("c", "reuse")]
+    assert "1 restored, 2 reused" in out.output, out.output
+    after = consistent(spec)
+    assert [after.scenes[s].job_id for s in "abc"] == [lock.scenes[s].job_id for s in "abc"]

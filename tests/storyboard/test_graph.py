@@ -26,6 +26,7 @@ def test_topological_keeps_storyboard_order_where_free() -> None:
     assert g.topological() == ["a", "b", "c", "d"]
     assert g.closure(["c"]) == {"a", "b", "c"}
     assert g.downstream(["a"]) == {"b", "c"}
+    assert g.taken() == {"a", "b"}  # the scenes whose frames another one takes
 
 
 def test_cycle_is_named() -> None:
