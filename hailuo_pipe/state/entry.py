@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from hailuo_pipe.errors import LockfileError
@@ -41,7 +41,10 @@ class FileRecord:
     pixels: str | None = None  # a frame's `media.pixel_digest`: what chained scenes hash
 
     def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        data = {"path": self.path, "sha256": self.sha256, "size": self.size}
+        if self.pixels is not None:
+            data["pixels"] = self.pixels
+        return data
 
 
 @dataclass(frozen=True)
@@ -65,11 +68,28 @@ class Entry:
     scheme: int = 1
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.output is not None:
-            data["output"] = self.output.to_json()
-        data["frames"] = {k: v.to_json() for k, v in self.frames.items()}
-        return {k: v for k, v in data.items() if v not in (None, {})}
+        """The entry as the lockfile and its journal hold it: fields in declaration order,
+        empty ones left out; shared with the entry, not copied. Written by hand, not with
+        `dataclasses.asdict`, which deep-copies the request: a tenth of a large render's event
+        loop went there."""
+        data = {
+            "fingerprint": self.fingerprint,
+            "provider": self.provider,
+            "state": self.state,
+            "key": self.key,
+            "request": self.request,  # a list for some providers (Runware)
+            "job_id": self.job_id,
+            "submitted_at": self.submitted_at,
+            "finished_at": self.finished_at,
+            "output": self.output.to_json() if self.output is not None else None,
+            "frames": {k: v.to_json() for k, v in self.frames.items()},
+            "cost": self.cost,
+            "cost_source": self.cost_source,
+            "seed": self.seed,
+            "error": self.error,
+            "scheme": self.scheme,
+        }
+        return {k: v for k, v in data.items() if v is not None and v != {}}
 
     @classmethod
     def from_json(cls, scene_id: str, data: Any) -> Entry:
