@@ -21,6 +21,7 @@ from hailuo_pipe.media.frames import (
     pixel_digest,
     png_pixels,
     thumbnail,
+    write_frames,
 )
 from hailuo_pipe.media.stitch import stitch
 
@@ -37,4 +38,5 @@ __all__ = [
     "render_animatic",
     "stitch",
     "thumbnail",
+    "write_frames",
 ]

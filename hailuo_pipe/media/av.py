@@ -236,7 +236,7 @@ def to_yuv(image: Image.Image) -> VideoFrame:
 # -- the atomic write of every media output --------------------------------------------------
 
 
-def atomic_write(dest: Path, write: Callable[[Path], None], *, durable: bool = True) -> None:
+def atomic_write(dest: Path, write: Callable[[Path], object], *, durable: bool = True) -> None:
     """Run `write` on a temporary path beside `dest`, then rename it over `dest`: a reader never
     sees half a clip or half a frame. FFmpeg and OS errors become MediaError. Not `durable`:
     no fsync, for a file a crash may lose because it can be made again."""

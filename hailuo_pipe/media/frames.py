@@ -4,8 +4,12 @@ pixels hash to, frames written as PNGs, thumbnails, and local images read uprigh
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
+import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -21,13 +25,32 @@ from hailuo_pipe.media.av import atomic_write, open_video, reason, shown_packets
 DARK = (18, 20, 26)
 
 
+@dataclass(frozen=True)
+class WrittenFrame:
+    """A frame written as a PNG: what its pixels hash to, and the file's hash and size."""
+
+    pixels: str
+    sha256: str
+    size: int
+
+
 def extract_frames(video: Path, dests: Mapping[str, Path]) -> dict[str, str]:
     """Write the first and/or last frame of `video` ("first"/"last" -> PNG path), exactly as a
     full decode has them, and return each one's `pixel_digest`."""
+    return {which: frame.pixels for which, frame in write_frames(video, dests).items()}
+
+
+def write_frames(video: Path, dests: Mapping[str, Path]) -> dict[str, WrittenFrame]:
+    """`extract_frames`, with each PNG's sha256 and size taken from the bytes as written (not
+    read back)."""
     images = edge_images(video, tuple(dests))
+    written = {}
     for which, dest in dests.items():
-        _write_png(images[which], dest)
-    return {which: pixel_digest(image) for which, image in images.items()}
+        data = _png(images[which])
+        atomic_write(dest, functools.partial(Path.write_bytes, data=data), durable=False)
+        digest = hashlib.sha256(data).hexdigest()
+        written[which] = WrittenFrame(pixel_digest(images[which]), digest, len(data))
+    return written
 
 
 def edge_images(video: Path, wanted: Sequence[str]) -> dict[str, Image.Image]:
@@ -69,15 +92,15 @@ def png_pixels(path: Path) -> str:
         raise MediaError(f"cannot read frame {path.name}: {err}") from None
 
 
-def _write_png(image: Image.Image, dest: Path) -> None:
-    # zlib level 1: several times faster than Pillow's default for a few percent more bytes.
-    # Not fsync'd: a frame is re-derivable from its clip (which is), and a frame a crash left
-    # empty or short no longer matches its recorded size and sha256, so the next plan restores
-    # it from the clip for free.
-    def save(tmp: Path) -> None:
-        image.save(tmp, format="PNG", compress_level=1)
-
-    atomic_write(dest, save, durable=False)
+def _png(image: Image.Image) -> bytes:
+    # zlib level 1: several times faster than Pillow's default for a few percent more bytes;
+    # its run-length strategy, which zlib's manual names for PNG data, a fifth faster again and
+    # smaller on a photograph (bench/README.md). Written without fsync: a frame is re-derivable
+    # from its clip (which is synced), and a frame a crash left empty or short no longer
+    # matches its recorded size and sha256, so the next plan restores it from the clip for free.
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
+    return out.getvalue()
 
 
 def _rgb(frame: VideoFrame) -> Image.Image:

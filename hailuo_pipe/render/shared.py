@@ -21,7 +21,6 @@ from hailuo_pipe.cache import OBJECTS, Cache, CachedResult, Lease, default_holde
 from hailuo_pipe.errors import CacheError, LeaseHeld, LeaseLost, SettingError
 from hailuo_pipe.plan.fingerprint import SCHEME
 from hailuo_pipe.state.lockfile import Entry, FileRecord, iso
-from hailuo_pipe.storyboard.images import sha256_file
 from hailuo_pipe.storyboard.model import Storyboard
 
 ENV_URL = "HAILUO_PIPE_CACHE"  # overrides the storyboard's `cache:`; "off" disables it
@@ -243,10 +242,8 @@ def frame_records(clip: Path, pngs: Mapping[str, Path], base: Path) -> dict[str,
     does, relative to `base`; MediaError when the clip cannot be read."""
     from hailuo_pipe import media  # imported when needed: PyAV takes a tenth of a second to import
 
-    pixels = media.extract_frames(clip, pngs)
+    written = media.write_frames(clip, pngs)
     return {
-        which: FileRecord(
-            os.path.relpath(png, base), sha256_file(png), png.stat().st_size, pixels[which]
-        )
-        for which, png in pngs.items()
+        which: FileRecord(os.path.relpath(pngs[which], base), w.sha256, w.size, w.pixels)
+        for which, w in written.items()
     }

@@ -6,6 +6,7 @@ Never regenerate one: add a new folder each time the lockfile or fingerprint sch
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -99,10 +100,12 @@ def test_frames_encoded_another_way_change_no_fingerprint(
     for png in golden.parent.glob("renders/*/*.png"):
         png.unlink()
 
-    def other_encoder(image, dest):  # type: ignore[no-untyped-def]
-        image.save(dest, format="PNG", compress_level=9)
+    def other_encoder(image):  # type: ignore[no-untyped-def]
+        out = io.BytesIO()
+        image.save(out, format="PNG", compress_level=9)
+        return out.getvalue()
 
-    monkeypatch.setattr(frames, "_write_png", other_encoder)
+    monkeypatch.setattr(frames, "_png", other_encoder)
     board = load_storyboard(golden)
     recorded = Lockfile.load(board.lock_path, board.name).scenes
     before = {k: e.frames["last"].sha256 for k, e in recorded.items()}
