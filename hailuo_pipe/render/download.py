@@ -1,4 +1,4 @@
-"""Fetch a finished clip: streamed to a temporary file, hashed on the way, renamed into place.
+"""Fetch a finished clip: streamed to a temporary file, hashed as written, renamed into place.
 
 A truncated or failed download is retried from the same URL (the job is paid for, so we never
 generate again to get its bytes back); an expired URL is reported with the job id, since the
@@ -15,15 +15,18 @@ import random
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from hailuo_pipe.errors import DownloadError, MediaError, OutputExpired
 from hailuo_pipe.storyboard.images import remember_written
 
 if TYPE_CHECKING:
     import httpx
+
+T = TypeVar("T")
 
 # bytes of a clip held before they are written: the file is written, synced, checked and
 # renamed in threads, not on the event loop, where every file system call can wait behind the
@@ -94,32 +97,48 @@ class _Retry(Exception):
     pass
 
 
+# A few threads of its own for the file work: when jobs end together a pool of a hundred grows
+# thread by thread, and starting each one holds the event loop until the thread runs.
+_FILES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="clip-files")
+
+
+async def _in_thread(work: Callable[..., T], *args: Any) -> T:
+    return await asyncio.get_running_loop().run_in_executor(_FILES, work, *args)
+
+
 def _part_file(dest: Path) -> tuple[int, str]:
     """A new partial file beside `dest`, its folder made if need be."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     return tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
 
 
-def _write(out: BinaryIO, pieces: list[bytes]) -> None:
+def _write(out: BinaryIO, pieces: list[bytes], digest: hashlib._Hash) -> None:
+    # hashed here, not as the bytes come: hashlib lets go of the GIL, the event loop cannot
     for piece in pieces:
+        digest.update(piece)
         out.write(piece)
 
 
 def _settle(
     out: BinaryIO,
     pieces: list[bytes],
+    digest: hashlib._Hash,
     tmp: Path,
     dest: Path,
     check: Callable[[Path], object] | None,
-) -> None:
-    """The rest written and synced, the clip checked, then put in place (in a thread)."""
-    _write(out, pieces)
+) -> str:
+    """The rest written and synced, the clip checked, then put in place and its hash
+    remembered, so the next run need not read it again (in a thread); returns the hash."""
+    _write(out, pieces, digest)
     out.flush()
     os.fsync(out.fileno())
     out.close()
     if check is not None:
         check(tmp)
     os.replace(tmp, dest)
+    sha = digest.hexdigest()
+    remember_written(dest, sha)
+    return sha
 
 
 # folder -> clip name -> partial files found there by this process's first download into it
@@ -156,7 +175,7 @@ async def _once(
     import httpx  # here, not above: a rerun with nothing to fetch never loads it
 
     try:
-        fd, tmp_name = await asyncio.to_thread(_part_file, dest)
+        fd, tmp_name = await _in_thread(_part_file, dest)
     except OSError as err:
         why = "it is not a folder" if isinstance(err, FileExistsError) else err.strerror or err
         raise DownloadError(
@@ -199,11 +218,10 @@ async def _once(
                                 f"{took:.0f} s); rerun to fetch it again — nothing is "
                                 "generated again for it"
                             )
-                        digest.update(chunk)
                         pieces.append(chunk)
                         held += len(chunk)
                         if held >= BUFFER:
-                            await asyncio.to_thread(_write, out, pieces)
+                            await _in_thread(_write, out, pieces, digest)
                             pieces, held = [], 0
             except httpx.HTTPError as err:
                 raise _Retry(f"{type(err).__name__}: {err}") from None
@@ -214,7 +232,7 @@ async def _once(
             if size == 0:
                 raise _Retry("empty response")
             try:
-                await asyncio.to_thread(_settle, out, pieces, tmp, dest, check)
+                sha = await _in_thread(_settle, out, pieces, digest, tmp, dest, check)
             except MediaError as err:
                 # never recorded, never put in place: the job is kept, so the next run
                 # fetches the clip again for free (a provider's glitch may have passed)
@@ -223,8 +241,6 @@ async def _once(
                     "— nothing is generated again for it"
                 ) from None
             placed = True
-        sha = digest.hexdigest()
-        remember_written(dest, sha)  # the hash of what was written: the next run trusts it
         return Downloaded(dest, sha, size)
     except OSError as err:
         raise DownloadError(
