@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 from pathlib import Path
@@ -24,6 +25,32 @@ def entry(**kw: object) -> Entry:
     )
     base.update(kw)
     return Entry(**base)  # type: ignore[arg-type]
+
+
+def test_an_entry_in_json_is_every_field_it_has_and_nothing_else() -> None:
+    """`to_json` names the fields by hand (for speed): a field added to Entry and not to it
+    would be lost at the next save."""
+    full = entry(
+        state="done",
+        finished_at="2026-01-01T00:01:00Z",
+        output=FileRecord("renders/s/a.mp4", "ff", 10, "pixels:00"),
+        frames={"last": FileRecord("renders/s/a.last.png", "ee", 3, "pixels:01")},
+        cost=0.23,
+        cost_source="provider",
+        seed=7,
+        error="an old failure",
+        scheme=2,
+    )
+    data = full.to_json()
+    assert list(data) == [f.name for f in dataclasses.fields(Entry)]  # declaration order
+    assert data == dataclasses.asdict(full)
+    assert Entry.from_json("a", json.loads(json.dumps(data))) == full
+    listed = entry(request=[{"taskType": "videoInference"}])  # Runware's request is a list
+    assert listed.to_json()["request"] == [{"taskType": "videoInference"}]
+    bare = entry(request={}).to_json()
+    assert "request" not in bare
+    assert "output" not in bare and "frames" not in bare and "cost" not in bare
+    assert "pixels" not in FileRecord("renders/s/a.mp4", "ff", 10).to_json()
 
 
 def test_round_trip_is_deterministic(tmp_path: Path) -> None:
@@ -124,10 +151,12 @@ def test_second_writer_is_refused(tmp_path: Path) -> None:
 def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """On a disk whose appends are slow, writes go to the writer's thread and coalesce."""
     import asyncio
 
     from hailuo_pipe.state import lockfile
 
+    monkeypatch.setattr(lockfile, "QUICK", 0.0)  # every append "slow"
     lock = Lockfile(tmp_path / "s.lock", "s")
     writes: list[int] = []  # lines appended per group commit
     real = lockfile.append_journal
@@ -158,3 +187,41 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     fail = False
     asyncio.run(many("c"))  # and a later change is written, with everything before it
     assert len(Lockfile.load(lock.path, "s").scenes) == 60
+
+
+def test_group_writer_appends_at_once_on_a_quick_disk_and_in_its_thread_once_one_was_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quick append is made on the event loop: the caller (a submit) waits no turn of the
+    loop for it; after a slow one, appends go to the thread, where the loop keeps running."""
+    import asyncio
+    import threading
+
+    from hailuo_pipe.state import lockfile
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    threads: list[str] = []
+    real = lockfile.append_journal
+
+    def watched(path: Path, data: bytes, *, fresh: bool = False) -> None:
+        threads.append(threading.current_thread().name)
+        real(path, data, fresh=fresh)
+
+    monkeypatch.setattr(lockfile, "append_journal", watched)
+
+    async def one_by_one(prefix: str) -> None:
+        writer = lockfile.GroupWriter(lock)
+        for i in range(3):
+            await writer.transition(f"{prefix}{i}", "resumed", entry())
+        if prefix == "slow":
+            assert not writer._quick
+
+    asyncio.run(one_by_one("quick"))
+    assert threads == ["MainThread"] * 3
+    threads.clear()
+    monkeypatch.setattr(lockfile, "QUICK", 0.0)
+    asyncio.run(one_by_one("slow"))
+    assert threads[0] == "MainThread" and all(t.startswith("lockfile") for t in threads[1:])
+    assert set(Lockfile.load(lock.path, "s").scenes) == {
+        f"{p}{i}" for p in ("quick", "slow") for i in range(3)
+    }
