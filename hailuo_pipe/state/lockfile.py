@@ -320,9 +320,10 @@ class GroupWriter:
 
     Each caller returns only once a write that includes its change is on disk (so "submitting"
     is durable before the request goes out), but changes made while a write is running share
-    the next one, and the write runs in a thread so the event loop keeps polling meanwhile.
-    A write appends the changed entries to the journal: its cost is that of the changes, not of
-    the whole lockfile.
+    the next one. A write appends the changed entries to the journal: its cost is that of the
+    changes, not of the whole lockfile. It is made on the event loop itself while appends are
+    quick (a local disk), and in a thread of its own once one was slow, so that the loop keeps
+    polling meanwhile.
     """
 
     def __init__(self, lock: Lockfile) -> None:
@@ -355,13 +356,12 @@ class GroupWriter:
             self._start(loop)
         await written
 
-    # Each hop between the writer's thread, a task and its callers is a turn of the event loop,
-    # and a turn lasts milliseconds when a hundred jobs end together: a "submitting" record,
-    # which the next job's submit waits for, took 25-40 ms through a lock and the thread, for
-    # an append of 0.4 ms. So an append is made on the event loop itself while appends are
-    # quick (a local disk), and in the thread, with the loop polling meanwhile, once one was
-    # slow; there, a write's end answers its callers in one turn (callbacks, no task) and
-    # starts the next write, of what changed meanwhile, in the same one.
+    # Why on the loop, and callbacks rather than a task: each hop between the thread, a task and
+    # its callers is a turn of the event loop, and a turn lasts milliseconds when a hundred jobs
+    # end together. A "submitting" record, which the next job's submit waits for, took 25-40 ms
+    # through a lock and the thread, for an append of 0.4 ms. In the thread, a write's end now
+    # answers its callers in one turn and starts the next write, of what changed meanwhile, in
+    # the same one.
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Journal, as one append, every change not yet written."""
