@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from hailuo_pipe.cache.records import file_digest
 from hailuo_pipe.cache.store import PreconditionFailed
 from hailuo_pipe.errors import CacheError
+from hailuo_pipe.state.files import create_temp
 
 
 class FileStore:
@@ -70,9 +70,9 @@ class FileStore:
 
     def _temp(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = create_temp(path)
         os.close(fd)
-        return Path(tmp)
+        return tmp
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
         tmp = self._temp(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,10 +19,19 @@ def now() -> str:
     return iso(time.time())
 
 
+def create_temp(path: Path) -> tuple[int, Path]:
+    """A new temporary file beside `path`, open for writing, made as `open()` makes a file
+    (0666 under the umask), not mkstemp's 0600: a lockfile or a saved plan is committed and
+    read by others, a shared cache's objects by a whole team."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    return os.open(tmp, flags, 0o666), tmp
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write a file so that a crash leaves either the old or the new content, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

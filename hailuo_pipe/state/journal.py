@@ -135,7 +135,7 @@ _FLAGS = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXE
 def append(path: Path, data: bytes, *, fresh: bool = False) -> None:
     """Append whole lines and fsync them; `fresh` starts the journal anew (its header first in
     `data`) and makes its name durable too. OSError when the disk refuses."""
-    fd = os.open(path, _FLAGS | (os.O_CREAT | os.O_TRUNC if fresh else 0), 0o644)
+    fd = os.open(path, _FLAGS | (os.O_CREAT | os.O_TRUNC if fresh else 0), 0o666)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise OSError(f"{path} is not a regular file")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from support.caches import fp
 from support.s3_fixture import s3_environ
 
-from hailuo_pipe.cache import CacheError, open_cache
+from hailuo_pipe.cache import CacheError, FileStore, open_cache
 from hailuo_pipe.cache.s3_store import open_s3_store
 from hailuo_pipe.errors import ConfigError, SettingError
 
@@ -56,3 +57,14 @@ def test_s3_missing_bucket_and_unreachable_endpoint(s3_server: str):
     with pytest.raises(CacheError, match="unreachable") as info:
         open_cache("s3://bucket-x/p", closed).lookup(fp(1))
     assert secret not in str(info.value)
+
+
+def test_a_folder_caches_objects_are_readable_by_the_team_that_shares_it(tmp_path: Path) -> None:
+    """Made as `open()` makes a file, under the umask (a team's 002 gives 0664), never 0600."""
+    old = os.umask(0o002)
+    try:
+        FileStore(tmp_path).put("objects/ab/clip.mp4", b"clip")
+    finally:
+        os.umask(old)
+    [made] = [p for p in tmp_path.rglob("*") if p.is_file() and p.name == "clip.mp4"]
+    assert made.stat().st_mode & 0o777 == 0o664

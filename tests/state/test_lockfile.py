@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
 
 from hailuo_pipe.errors import LockfileError, LockHeldError
+from hailuo_pipe.state import journal as journals
 from hailuo_pipe.state.lockfile import Entry, FileRecord, Lockfile, exclusive
 
 
@@ -71,6 +73,21 @@ def test_round_trip_is_deterministic(tmp_path: Path) -> None:
     again.save()
     assert lock.path.read_text() == text
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_the_lockfile_and_its_journal_are_made_as_any_file_is(tmp_path: Path, umask: int) -> None:
+    """Under the umask, like a file git checks out: not 0600 for one and 0644 for the other."""
+    old = os.umask(umask)
+    try:
+        lock = Lockfile(tmp_path / "s.lock", "s")
+        lock.scenes["a"] = entry()
+        lock.save()
+        lock.append(journals.line("a", entry().to_json()), 1)
+    finally:
+        os.umask(old)
+    assert lock.path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert lock.journal.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_incremental_encoding_matches_plain_json(tmp_path: Path) -> None:
