@@ -13,8 +13,9 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from hailuo_pipe.cache.records import file_digest
 from hailuo_pipe.cache.store import PreconditionFailed
@@ -49,7 +50,10 @@ class FileStore:
     def _cas(self) -> Iterator[None]:
         with self._errors("lock", ".cas.lock"):
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / ".cas.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            # 0666 under the umask: every user of a shared folder must open it for writing;
+            # never through a symlink, which could make us create a file anywhere
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(self.root / ".cas.lock", flags, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -68,18 +72,19 @@ class FileStore:
                 return None
         return data, self._etag(data)
 
-    def _temp(self, path: Path) -> Path:
+    def _write_temp(self, path: Path, write: Callable[[BinaryIO], object]) -> Path:
+        """A durable temporary file beside `path`, written through the descriptor that created
+        it (never reopened by name, which a symlink put there meanwhile could redirect)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = create_temp(path)
-        os.close(fd)
-        return tmp
-
-    def _write_temp(self, path: Path, data: bytes) -> Path:
-        tmp = self._temp(path)
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
 
     def put(
@@ -87,7 +92,7 @@ class FileStore:
     ) -> str:
         path = self._path(key)
         with self._errors("write", key):
-            tmp = self._write_temp(path, data)
+            tmp = self._write_temp(path, lambda f: f.write(data))
             try:
                 if not if_none_match and if_match is None:
                     os.replace(tmp, path)
@@ -130,11 +135,8 @@ class FileStore:
     def upload(self, key: str, path: Path, sha256: str) -> None:
         dest = self._path(key)
         with self._errors("write", key):
-            tmp = self._temp(dest)
+            tmp = self._write_temp(dest, lambda f: _copy_from(path, f))
             try:
-                shutil.copyfile(path, tmp)
-                with tmp.open("rb") as f:
-                    os.fsync(f.fileno())
                 os.replace(tmp, dest)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -191,3 +193,8 @@ class FileStore:
                     with contextlib.suppress(FileNotFoundError):
                         if now - path.lstat().st_mtime >= grace:
                             path.unlink()
+
+
+def _copy_from(source: Path, out: BinaryIO) -> None:
+    with source.open("rb") as f:
+        shutil.copyfileobj(f, out)

@@ -28,7 +28,7 @@ def exclusive(lock_path: Path, *, wait: bool = False) -> Iterator[None]:
     # overwritten with our pid; O_NONBLOCK so that a FIFO there cannot make us wait forever
     try:
         fd = os.open(
-            mutex, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644
+            mutex, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666
         )
     except OSError as err:
         kind = "a symlink" if os.path.islink(mutex) else f"unusable ({err.strerror})"

@@ -63,8 +63,23 @@ def test_a_folder_caches_objects_are_readable_by_the_team_that_shares_it(tmp_pat
     """Made as `open()` makes a file, under the umask (a team's 002 gives 0664), never 0600."""
     old = os.umask(0o002)
     try:
-        FileStore(tmp_path).put("objects/ab/clip.mp4", b"clip")
+        store = FileStore(tmp_path)
+        store.put("objects/ab/clip.mp4", b"clip")
+        store.put("leases/ab", b"lease", if_none_match=True)  # under the folder's .cas.lock
     finally:
         os.umask(old)
     [made] = [p for p in tmp_path.rglob("*") if p.is_file() and p.name == "clip.mp4"]
     assert made.stat().st_mode & 0o777 == 0o664
+    # every member opens the lock for writing: a 0644 one let only its creator lease a job
+    assert (tmp_path / ".cas.lock").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_folder_caches_lock_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
+    """Whoever can write the shared folder must not make a render create a file elsewhere."""
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    cache.mkdir()
+    outside.mkdir()
+    (cache / ".cas.lock").symlink_to(outside / "planted")
+    with pytest.raises(CacheError, match=r"cannot lock \.cas\.lock"):
+        FileStore(cache).put("leases/ab", b"lease", if_none_match=True)
+    assert not (outside / "planted").exists()

@@ -84,8 +84,11 @@ def test_the_lockfile_and_its_journal_are_made_as_any_file_is(tmp_path: Path, um
         lock.scenes["a"] = entry()
         lock.save()
         lock.append(journals.line("a", entry().to_json()), 1)
+        with exclusive(lock.path):
+            pass
     finally:
         os.umask(old)
+    assert (tmp_path / ".s.lock.pid").stat().st_mode & 0o777 == 0o666 & ~umask
     assert lock.path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert lock.journal.stat().st_mode & 0o777 == 0o666 & ~umask
 
