@@ -13,14 +13,14 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from hailuo_pipe.cache.records import file_digest
 from hailuo_pipe.cache.store import PreconditionFailed
 from hailuo_pipe.errors import CacheError
-from hailuo_pipe.state.files import create_temp
+from hailuo_pipe.state.files import write_temp
 
 
 class FileStore:
@@ -72,27 +72,12 @@ class FileStore:
                 return None
         return data, self._etag(data)
 
-    def _write_temp(self, path: Path, write: Callable[[BinaryIO], object]) -> Path:
-        """A durable temporary file beside `path`, written through the descriptor that created
-        it (never reopened by name, which a symlink put there meanwhile could redirect)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = create_temp(path)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return tmp
-
     def put(
         self, key: str, data: bytes, *, if_none_match: bool = False, if_match: str | None = None
     ) -> str:
         path = self._path(key)
         with self._errors("write", key):
-            tmp = self._write_temp(path, lambda f: f.write(data))
+            tmp = write_temp(path, lambda f: f.write(data))
             try:
                 if not if_none_match and if_match is None:
                     os.replace(tmp, path)
@@ -135,7 +120,7 @@ class FileStore:
     def upload(self, key: str, path: Path, sha256: str) -> None:
         dest = self._path(key)
         with self._errors("write", key):
-            tmp = self._write_temp(dest, lambda f: _copy_from(path, f))
+            tmp = write_temp(dest, lambda f: _copy_from(path, f))
             try:
                 os.replace(tmp, dest)
             finally:

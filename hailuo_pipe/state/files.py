@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 
 def iso(epoch: float) -> str:
@@ -28,19 +29,29 @@ def create_temp(path: Path) -> tuple[int, Path]:
     return os.open(tmp, flags, 0o666), tmp
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+def write_temp(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """A durable temporary file beside `path`, written through the descriptor that created it
+    (never reopened by name, which a symlink put there meanwhile could redirect)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that a crash leaves either the old or the new content, never a mix."""
+    tmp = write_temp(path, lambda f: f.write(data))
+    try:
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
