@@ -319,11 +319,11 @@ class GroupWriter:
     """Lockfile writes for concurrent tasks, coalesced like a database's group commit.
 
     Each caller returns only once a write that includes its change is on disk (so "submitting"
-    is durable before the request goes out), but changes made while a write is running share
-    the next one. A write appends the changed entries to the journal: its cost is that of the
-    changes, not of the whole lockfile. It is made on the event loop itself while appends are
-    quick (a local disk), and in a thread of its own once one was slow, so that the loop keeps
-    polling meanwhile.
+    is durable before the request goes out), but the changes made in one turn of the event
+    loop, or while a write is running, share one write. A write appends the changed entries to
+    the journal: its cost is that of the changes, not of the whole lockfile. It is made on the
+    event loop itself while appends are quick (a local disk), and in a thread of its own once
+    one was slow, so that the loop keeps polling meanwhile.
     """
 
     def __init__(self, lock: Lockfile) -> None:
@@ -331,6 +331,7 @@ class GroupWriter:
         self._waiting: list[asyncio.Future[None]] = []  # callers the next write will answer
         self._writing: list[asyncio.Future[None]] | None = None  # those of the write under way
         self._quick = True  # the last append took less than QUICK: make the next one at once
+        self._due = False  # a write is asked for at the end of this turn of the loop
 
     async def transition(
         self,
@@ -352,8 +353,11 @@ class GroupWriter:
         loop = asyncio.get_running_loop()
         written = loop.create_future()
         self._waiting.append(written)
-        if self._writing is None:
-            self._start(loop)
+        if self._writing is None and not self._due:
+            # at the end of this turn of the loop, not now: the changes that the turn's other
+            # callbacks make (a hundred jobs ending together) share the write
+            self._due = True
+            loop.call_soon(self._start, loop)
         await written
 
     # Why on the loop, and callbacks rather than a task: each hop between the thread, a task and
@@ -366,6 +370,7 @@ class GroupWriter:
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Journal, as one append, every change not yet written."""
         lock = self.lock
+        self._due = False
         dirty, lock._unwritten = lock._unwritten, {}
         self._writing, self._waiting = self._waiting, []
         try:
