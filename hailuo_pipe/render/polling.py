@@ -78,8 +78,9 @@ class PollSchedule:
         spread = known.typical - known.early
         step = _clamp(spread / 4, 0.0125 * known.typical, 0.025 * known.typical)
         step = _clamp(step, self.min_delay / 4, self.max_delay / 4)
-        # observations include their own detection delay, so the window opens a little early
-        opens = known.early - max(0.025 * known.typical, 2 * step)
+        # observations include their own detection delay (up to a step): the window opens a
+        # step before the early ones, not more (each step earlier is a poll more per job)
+        opens = known.early - step
         if elapsed < opens:
             return min(opens - elapsed, self.max_delay)
         closes = known.typical + 4 * step

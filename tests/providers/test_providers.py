@@ -331,6 +331,22 @@ def test_learnt_schedule_sleeps_until_the_typical_end_then_checks_densely() -> N
     assert polls <= 6 and delay <= 0.2
 
 
+def test_learnt_window_opens_one_step_before_the_early_jobs_ended() -> None:
+    """Observed durations include their own detection delay, so the window opens a little
+    before the early ones: one step, not more. A job like the others is then asked once while
+    still running and seen done within a step (a 1 s job: one poll fewer than two steps early
+    cost, which a thousand-scene render pays a thousand times)."""
+    from hailuo_pipe.render.polling import DurationEstimator
+
+    estimator = DurationEstimator()
+    for seconds in (1.01, 1.02, 1.015, 1.03, 1.025, 1.012, 1.04, 1.02, 1.018, 1.022):
+        estimator.observe("wavespeed", seconds)
+    for length in (1.0, 1.01):
+        polls, delay = simulate(estimator.schedule("wavespeed"), length)
+        assert polls == 3  # (simulate counts one at submit) one early, one that sees it done
+        assert delay <= 0.0126  # a step: 1.25 % of the typical 1.02 s
+
+
 def test_learnt_schedule_is_denser_where_jobs_end_alike() -> None:
     from hailuo_pipe.render.polling import DurationEstimator
 
