@@ -78,6 +78,7 @@ class _Run:
         limit = self.opts.per_provider or self.opts.concurrency
         self.done = {s.scene.id: loop.create_future() for s in self.plan.steps}
         ticker = asyncio.create_task(self._tick()) if self.opts.tick else None
+        poller = Poller(self.stop)
         try:
             async with self._clients() as clients:
                 self.ctx = Context(
@@ -88,7 +89,7 @@ class _Run:
                     clients=clients,
                     shared=self.shared,
                     stop=self.stop,
-                    poller=Poller(self.stop),
+                    poller=poller,
                     slots=asyncio.Semaphore(self.opts.concurrency),
                     provider_slots={n: asyncio.Semaphore(limit) for n in self.configured},
                     transfers=asyncio.Semaphore(self.opts.concurrency),
@@ -98,6 +99,7 @@ class _Run:
                 await asyncio.gather(*(self._scene(step) for step in to_do))
         finally:
             self.ctx.decoders.shutdown(wait=False)  # the pool in use (replaced if it broke)
+            poller.close()
             if ticker:
                 ticker.cancel()
             for sig in (signal.SIGINT, signal.SIGTERM):

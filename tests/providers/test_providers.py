@@ -347,6 +347,61 @@ def test_learnt_window_opens_one_step_before_the_early_jobs_ended() -> None:
         assert delay <= 0.0126  # a step: 1.25 % of the typical 1.02 s
 
 
+def test_a_blind_sleeper_polls_as_soon_as_a_sibling_that_ran_no_longer_ends() -> None:
+    """Two jobs submitted together, blind: the first to be seen done wakes the other from its
+    long blind wait, which then polls at once instead of up to a fifth of its age later."""
+    import time
+
+    from hailuo_pipe.providers.base import JobStatus
+    from hailuo_pipe.render.polling import DurationEstimator, Poller
+
+    ends, seen = 1.0, {}
+
+    async def job(poller: Poller, name: str, started: float) -> None:
+        async def poll() -> JobStatus:
+            done = time.monotonic() - started >= ends
+            return JobStatus(state="succeeded" if done else "running")
+
+        await poller.until_done(
+            poll, "p", started, just_sent=True, seen=lambda *_: None, overdue=lambda *_: None
+        )
+        seen[name] = time.monotonic() - started - ends
+
+    async def both() -> None:
+        poller = Poller(asyncio.Event(), DurationEstimator(min_delay=0.01))
+        started = time.monotonic()
+        try:
+            await asyncio.gather(job(poller, "a", started), job(poller, "b", started))
+        finally:
+            poller.close()
+
+    asyncio.run(both())
+    # at 1 s a blind wait is up to 0.2 s; the later one polls once the first has been seen
+    assert max(seen.values()) < min(seen.values()) + 0.05
+
+
+def test_an_end_that_teaches_nothing_new_wakes_no_sleeper() -> None:
+    """Sleepers are woken when what they sleep by moved earlier, not at every end: in a wave of
+    a hundred jobs, each end waking the ninety-nine others is ten thousand turns of the loop."""
+    from hailuo_pipe.render.polling import DurationEstimator, Poller
+
+    async def observe() -> None:
+        poller = Poller(asyncio.Event(), DurationEstimator())
+        loop = asyncio.get_running_loop()
+        first = poller._learnt.setdefault("p", loop.create_future())
+        poller._observe("p", 60.0)  # the first end: sleepers learn when jobs end
+        assert first.done()
+        for seconds in (61.0, 60.5, 59.8, 60.2):  # like it
+            learnt = poller._learnt.setdefault("p", loop.create_future())
+            poller._observe("p", seconds)
+            assert not learnt.done()
+        poller._observe("p", 40.0)
+        poller._observe("p", 40.0)  # the early ones end a third sooner: reconsider
+        assert learnt.done()
+
+    asyncio.run(observe())
+
+
 def test_learnt_schedule_is_denser_where_jobs_end_alike() -> None:
     from hailuo_pipe.render.polling import DurationEstimator
 
