@@ -11,6 +11,7 @@ down, so an extraction under way when the user presses Ctrl-C still completes.
 
 from __future__ import annotations
 
+import concurrent.futures.process
 import contextlib
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ from hailuo_pipe.storyboard.images import remember_written
 
 NICE = 10  # how much lower the workers' priority is
 PROCESSES_FROM = 64  # clips to extract: below this, starting worker processes costs more
+QUEUED = 256  # clips handed to the workers ahead of time (see `_processes`)
 
 
 def pool(clips: int) -> Executor:
@@ -33,9 +35,24 @@ def pool(clips: int) -> Executor:
     workers = os.cpu_count() or 1
     if clips < PROCESSES_FROM or workers < 2:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frames")
-    # forkserver: forking the render's own process, with its threads and their locks, is unsafe
-    context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker)
+    return _processes(workers)
+
+
+def _processes(workers: int) -> ProcessPoolExecutor:
+    # The executor's thread in this process hands workers their clips, and only when it gets
+    # this process's GIL, which the event loop holds for most of a wave's end. With the
+    # stdlib's queue of `workers + 1` clips, workers sat idle while a wave's clips waited for
+    # that thread, and a 1,000-clip render ended a second after its last download (bench/
+    # README.md): a queue as deep as a wave keeps them fed. The depth is read at construction.
+    module = concurrent.futures.process
+    default = getattr(module, "EXTRA_QUEUED_CALLS", 1)
+    setattr(module, "EXTRA_QUEUED_CALLS", QUEUED)  # noqa: B010  (typeshed calls it Final)
+    try:
+        # forkserver: forking the render's process, with its threads and their locks, is unsafe
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker)
+    finally:
+        setattr(module, "EXTRA_QUEUED_CALLS", default)  # noqa: B010
 
 
 def _worker() -> None:
