@@ -26,6 +26,31 @@ def test_extracted_frame_is_bit_exact(bframe_clip: Path, tmp_path: Path, which: 
         assert image.format == "PNG"
 
 
+def test_a_frame_of_a_colour_tagged_clip_is_written_untagged(tmp_path: Path) -> None:
+    """A BT.709-tagged clip (as providers deliver) gives a PNG of its pixels with no colour
+    chunk (cICP, cHRM, gAMA, iCCP, sRGB): a viewer shows an untagged PNG as the pixels are,
+    a tagged one converted. Square pixels are said as such (pHYs 1:1, no unit)."""
+    import struct
+
+    clip = tmp_path / "tagged.mp4"
+    bt709 = "colorprim=bt709:transfer=bt709:colormatrix=bt709"
+    synthetic_clip(clip, width=320, height=180, seconds=0.4, x264={"x264-params": bt709})
+    with av.open(str(clip)) as container:
+        decoded = next(container.decode(video=0))
+        assert decoded.colorspace == 1  # BT.709: the clip is tagged
+    dest = tmp_path / "last.png"
+    media.extract_frames(clip, {"last": dest})
+    data = dest.read_bytes()
+    chunks, at = [], 8
+    while at < len(data):
+        (size,) = struct.unpack(">I", data[at : at + 4])
+        chunks.append((data[at + 4 : at + 8].decode(), data[at + 8 : at + 8 + size]))
+        at += 12 + size
+    assert sorted({name for name, _ in chunks}) == ["IDAT", "IEND", "IHDR", "pHYs"]
+    assert dict(chunks)["pHYs"] == struct.pack(">IIB", 1, 1, 0)
+    assert pixels(dest) == ("RGB", (320, 180), decode_all(clip)[-1].tobytes())
+
+
 def test_extraction_returns_the_pixel_digest_of_what_it_wrote(
     bframe_clip: Path, tmp_path: Path
 ) -> None:
