@@ -110,7 +110,9 @@ class _Part:
     """The partial file beside `dest` that a download writes, made by the first thread that
     writes to it rather than before the request: a clip smaller than BUFFER then costs one
     hop to a thread, not two (a thousand clips ending together, a thousand turns of the loop
-    fewer). Its methods run in threads."""
+    fewer). `write` and `settle` run in threads, `discard` on the loop at the end; a download
+    cancelled while a thread was making the file leaves it, for the next render's
+    `_remove_stale_parts`."""
 
     def __init__(self, dest: Path) -> None:
         self.dest = dest
