@@ -331,7 +331,9 @@ class GroupWriter:
         self._waiting: list[asyncio.Future[None]] = []  # callers the next write will answer
         self._writing: list[asyncio.Future[None]] | None = None  # those of the write under way
         self._quick = True  # the last append took less than QUICK: make the next one at once
-        self._due = False  # a write is asked for at the end of this turn of the loop
+        # the loop at the end of whose turn a write is asked for (a loop that closed before
+        # that turn ended, a render cut short, must not keep the next one from asking)
+        self._due: asyncio.AbstractEventLoop | None = None
 
     async def transition(
         self,
@@ -353,10 +355,10 @@ class GroupWriter:
         loop = asyncio.get_running_loop()
         written = loop.create_future()
         self._waiting.append(written)
-        if self._writing is None and not self._due:
+        if self._writing is None and self._due is not loop:
             # at the end of this turn of the loop, not now: the changes that the turn's other
             # callbacks make (a hundred jobs ending together) share the write
-            self._due = True
+            self._due = loop
             loop.call_soon(self._start, loop)
         await written
 
@@ -370,7 +372,7 @@ class GroupWriter:
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Journal, as one append, every change not yet written."""
         lock = self.lock
-        self._due = False
+        self._due = None
         dirty, lock._unwritten = lock._unwritten, {}
         self._writing, self._waiting = self._waiting, []
         try:

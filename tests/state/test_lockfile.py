@@ -210,6 +210,26 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     assert len(Lockfile.load(lock.path, "s").scenes) == 60
 
 
+def test_group_writer_asks_again_in_a_new_loop_whatever_the_old_one_left(tmp_path: Path) -> None:
+    """A write asked for at the end of a turn that never ended (its loop closed first, a
+    render cut short) does not keep a later loop's changes from being written."""
+    import asyncio
+
+    from hailuo_pipe.state import lockfile
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    writer = lockfile.GroupWriter(lock)
+    gone = asyncio.new_event_loop()
+    gone.close()
+    writer._due = gone  # as a closed loop leaves it
+
+    async def change() -> None:
+        await asyncio.wait_for(writer.transition("a", "resumed", entry()), timeout=10)
+
+    asyncio.run(change())
+    assert set(Lockfile.load(lock.path, "s").scenes) == {"a"}
+
+
 def test_group_writer_appends_at_once_on_a_quick_disk_and_in_its_thread_once_one_was_slow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
