@@ -139,7 +139,8 @@ JOB_TIMEOUT = 60 * 60.0  # a job still running after an hour is left to a later 
 
 class Poller:
     """Polls jobs of one render until they end, each on its own schedule, all learning from
-    the jobs that finish: a sibling of the same provider ending wakes the others' sleeps."""
+    the jobs that finish: a sibling of the same provider ending sooner than they expected
+    wakes the others' sleeps."""
 
     def __init__(self, stop: asyncio.Event, estimator: DurationEstimator | None = None) -> None:
         self.stop = stop
