@@ -112,11 +112,22 @@ def _png(image: Image.Image) -> bytes:
 def _rgb(frame: VideoFrame) -> Image.Image:
     """The frame as RGB, with the same conversion as `VideoFrame.to_image()`, but read straight
     from the converted plane instead of row by row in Python."""
-    plane = frame.reformat(format="rgb24").planes[0]
+    plane = _rgb24(frame).planes[0]
     if plane.line_size < 0:
         return frame.to_image()
     size = (plane.width, plane.height)
     return Image.frombuffer("RGB", size, bytes(plane), "raw", "RGB", plane.line_size, 1)
+
+
+def _rgb24(frame: VideoFrame) -> VideoFrame:
+    # One thread: since PyAV 17 a reformat picks as many as there are CPUs, started afresh for
+    # each new frame; an emulator frame's conversion took 1.0-1.5 ms for 0.4-0.5 ms of CPU,
+    # and 0.3-0.9 ms for 0.2 ms on one (bench/README.md). The workers convert frames in
+    # parallel, one each.
+    try:
+        return frame.reformat(format="rgb24", threads=1)
+    except TypeError:  # PyAV before 17: no such argument, and one thread anyway
+        return frame.reformat(format="rgb24")
 
 
 def _first_frame(
