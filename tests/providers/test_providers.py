@@ -380,6 +380,43 @@ def test_a_blind_sleeper_polls_as_soon_as_a_sibling_that_ran_no_longer_ends() ->
     assert max(seen.values()) < min(seen.values()) + 0.05
 
 
+def test_ctrl_c_wakes_a_sleeper_that_no_sibling_would() -> None:
+    """Sleepers are woken by fewer ends now, but never less by a stop: a job whose schedule
+    knows jobs take a minute, asleep until then, is interrupted at once when the render stops
+    (else Ctrl-C would wait out the sleep)."""
+    import time
+
+    from hailuo_pipe.providers.base import JobStatus
+    from hailuo_pipe.render.polling import DurationEstimator, Interrupted, Poller
+
+    async def stopped() -> float:
+        stop = asyncio.Event()
+        estimator = DurationEstimator()
+        estimator.observe("p", 60.0)
+        poller = Poller(stop, estimator)
+
+        async def poll() -> JobStatus:
+            return JobStatus(state="running")
+
+        asyncio.get_running_loop().call_later(0.2, stop.set)
+        began = time.monotonic()
+        try:
+            with pytest.raises(Interrupted):
+                await poller.until_done(
+                    poll,
+                    "p",
+                    began,
+                    just_sent=True,
+                    seen=lambda *_: None,
+                    overdue=lambda *_: RuntimeError(),
+                )
+        finally:
+            poller.close()
+        return time.monotonic() - began
+
+    assert asyncio.run(stopped()) < 5
+
+
 def test_an_end_that_teaches_nothing_new_wakes_no_sleeper() -> None:
     """Sleepers are woken when what they sleep by moved earlier, not at every end: in a wave of
     a hundred jobs, each end waking the ninety-nine others is ten thousand turns of the loop."""
