@@ -236,6 +236,34 @@ def _finished_job_url(emulator: Emulator, write_spec) -> tuple[Path, str]:
     return spec, f"{emulator.url}/_files/{job}.mp4"
 
 
+def test_a_clip_written_in_several_pieces_lands_whole_with_its_hash(
+    tmp_path: Path, write_spec, emulator: Emulator
+) -> None:
+    """A clip larger than the download's buffer is written in pieces (the partial file made by
+    the first of them): what lands is every byte served, hashed as served, and no partial
+    file is left beside it."""
+    import asyncio
+    import hashlib
+
+    import httpx
+
+    from hailuo_pipe.render import download as downloads
+
+    _, url = _finished_job_url(emulator, write_spec)
+    emulator.configure(output_bytes=3 * downloads.BUFFER + 12345)
+    served = httpx.get(url).content
+    assert len(served) > 3 * downloads.BUFFER
+
+    async def fetch() -> downloads.Downloaded:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await downloads.download(client, url, tmp_path / "c.mp4", job_id="J1")
+
+    got = asyncio.run(fetch())
+    assert (tmp_path / "c.mp4").read_bytes() == served
+    assert got.sha256 == hashlib.sha256(served).hexdigest() and got.size == len(served)
+    assert not list(tmp_path.glob(".*.part"))
+
+
 def test_a_trickling_download_meets_its_deadline_and_minimum_rate(
     tmp_path: Path, write_spec, emulator: Emulator
 ) -> None:
