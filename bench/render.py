@@ -34,6 +34,7 @@ from hailuo_pipe.validate import load_storyboard
 # loads them at start, but the library loads them only on first use, and loading modules is the
 # process's start-up (which `noop` measures), not the render's work
 
+
 def env_for(emu: Emulator) -> dict[str, str]:
     """Every hosted provider's key and base URL variables, pointed at the emulator."""
     from hailuo_pipe import providers

@@ -83,22 +83,20 @@ def _counting() -> dict[str, int]:
     return counts
 
 
-def worker(spec: str, url: str, key: str, concurrency: int) -> None:
-    """Render `spec` and print one JSON line of figures (run by `timed_render`)."""
+def worker(spec: str, concurrency: int) -> None:
+    """Render `spec` and print one JSON line of figures (run by `timed_render`). The keys and
+    URLs come in the environment, as a CLI render has them: working them out here would load
+    every provider's module (the preview's loads PyAV and Pillow) on the render's clock."""
     import httpx  # noqa: F401  loaded before the clock, as a CLI process has them at start
     import jsonschema  # noqa: F401
-    from render import env_for
 
-    from hailuo_emulator import Emulator
     from hailuo_pipe.render import RenderOptions, render
     from hailuo_pipe.validate import load_storyboard
 
     counts = _counting()
-    emu = Emulator(url, key)
+    options = RenderOptions(environ=dict(os.environ), concurrency=concurrency)
     start, loop_start = time.perf_counter(), time.thread_time()
-    result = render(
-        load_storyboard(Path(spec)), RenderOptions(environ=env_for(emu), concurrency=concurrency)
-    )
+    result = render(load_storyboard(Path(spec)), options)
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_start
     bad = [r for r in result.results if r.outcome != "rendered"]
     assert not bad, bad[:3]
@@ -107,8 +105,8 @@ def worker(spec: str, url: str, key: str, concurrency: int) -> None:
     print(json.dumps({"wall": wall, "rss_mb": rss, "cpu": cpu, "loop_cpu": loop_cpu, **counts}))
 
 
-def timed_render(spec: Path, url: str, key: str, concurrency: int) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", str(spec), url, key, str(concurrency)]
+def timed_render(spec: Path, env: dict[str, str], concurrency: int) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", str(spec), str(concurrency)]
     if profile := os.environ.get("SCALE_PROFILE"):  # collapsed stacks of every thread
         spy = Path(sys.executable).with_name("py-spy")
         gil = ["--gil"] if os.environ.get("SCALE_PROFILE_GIL") else []  # GIL holders only
@@ -126,11 +124,7 @@ def timed_render(spec: Path, url: str, key: str, concurrency: int) -> dict[str, 
             "--",
             *cmd,
         ]
-    done = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-    )
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [x for x in done.stdout.splitlines() if x.startswith("{")]
     figures: dict[str, Any] = json.loads(line)
@@ -184,7 +178,8 @@ def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
         lock = spec.with_suffix(".lock")
         print(f"  render {n:,} x {JOB_SECONDS:g} s, concurrency {concurrency}: {load()}")
         emu_cpu = emulator_cpu()
-        got = timed_render(spec, emu.url, emu.key, concurrency)
+        env = {**os.environ, **env_for(emu)}
+        got = timed_render(spec, env, concurrency)
         emu_cpu = emulator_cpu() - emu_cpu
         kinds = Counter(r["kind"] for r in emu.requests())
         ideal = math.ceil(n / concurrency) * JOB_SECONDS
@@ -209,7 +204,6 @@ def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
             "left_beside_lockfile": [p.name for p in journal_of(lock)],
         }
         _show_render(figures)
-        env = {**os.environ, **env_for(emu)}
         before = len(emu.requests())
         print(f"  no-op reruns: {load()}")
         walls = [rerun(spec, env) for _ in range(3)]
@@ -270,8 +264,8 @@ def validate_cold(n: int) -> dict[str, Any]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        spec, url, key, concurrency = sys.argv[2:6]
-        worker(spec, url, key, int(concurrency))
+        spec, concurrency = sys.argv[2:4]
+        worker(spec, int(concurrency))
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100,1000", help="scene counts, comma-separated")

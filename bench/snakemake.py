@@ -87,7 +87,7 @@ def snakemake_bin() -> Path:
 
 def rendered(root: Path, n: int) -> Path:
     """A finished render of `independent(n)` in `root`: made here unless one is there."""
-    from render import independent, write
+    from render import env_for, independent, write
     from scale import timed_render
 
     from hailuo_emulator import run_emulator
@@ -101,7 +101,7 @@ def rendered(root: Path, n: int) -> Path:
         emu.warm()
         spec = write(root, independent(n))
         print(f"  render {n:,} x 1 s, concurrency {CONCURRENCY}: {load()}")
-        got = timed_render(spec, emu.url, emu.key, CONCURRENCY)
+        got = timed_render(spec, {**os.environ, **env_for(emu)}, CONCURRENCY)
         print(f"    wall {got['wall']:.1f} s")
     return spec
 
