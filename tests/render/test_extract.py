@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from support.emulator_fixture import provider_env
 
 from hailuo_emulator import Emulator
@@ -107,3 +109,16 @@ def test_a_pool_whose_worker_died_is_made_anew_once_and_the_frames_extracted(
     assert made == ["broken", "fresh"]  # four scenes heard of it; one new pool
     lock = Lockfile.load(spec.with_suffix(".lock"), "b")
     assert all(set(e.frames) == {"first", "last"} for e in lock.scenes.values())
+
+
+def test_loading_pyav_ahead_of_the_first_clip_leaves_a_failure_to_that_clip(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the warm-up runs in a thread nobody waits on: an error there would be printed as an
+    # unretrieved future's traceback, so it is left for the clip check to report
+    from hailuo_pipe.render import run
+
+    monkeypatch.setitem(sys.modules, "hailuo_pipe.media", None)  # import raises ImportError
+    run._load_media()
+    with pytest.raises(ImportError):
+        import hailuo_pipe.media  # noqa: F401
