@@ -49,10 +49,11 @@ def load() -> str:
 
 def _counting() -> dict[str, int]:
     """Wrap every function through which the lockfile module writes its files (whichever this
-    version has) so that each call and its bytes are counted."""
+    version has) so that each call and its bytes are counted, and the slowest timed: an append
+    made on the event loop that waits on the disk holds up every scene for as long."""
     from hailuo_pipe.state import lockfile
 
-    counts = {"writes": 0, "bytes": 0, "journal_writes": 0, "journal_bytes": 0}
+    counts = {"writes": 0, "bytes": 0, "journal_writes": 0, "journal_bytes": 0, "slowest_ms": 0}
 
     def wrap(name: str, calls: str, size: str) -> None:
         real = getattr(lockfile, name, None)
@@ -62,7 +63,12 @@ def _counting() -> dict[str, int]:
         def counted(path: Path, data: bytes, *args: Any, **kw: Any) -> Any:
             counts[calls] += 1
             counts[size] += len(data)
-            return real(path, data, *args, **kw)
+            start = time.perf_counter()
+            try:
+                return real(path, data, *args, **kw)
+            finally:
+                took = round((time.perf_counter() - start) * 1000)
+                counts["slowest_ms"] = max(counts["slowest_ms"], took)
 
         setattr(lockfile, name, counted)
 
@@ -200,6 +206,7 @@ def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
             "written_x_final": written / final,
             "rss_mb": got["rss_mb"],
             "compact_ms": got.get("compact_ms"),
+            "slowest_write_ms": got.get("slowest_ms"),
             "requests_per_job": {k: round(v / n, 2) for k, v in sorted(kinds.items())},
             "left_beside_lockfile": [p.name for p in journal_of(lock)],
         }
@@ -224,7 +231,8 @@ def _show_render(f: dict[str, Any]) -> None:
         f"    wall {f['wall']:.1f} s = {f['x_ideal']:.3f} x ideal {f['ideal']:.0f} s "
         f"(CPU: render process {f['cpu']:.1f} s, its event loop {f['loop_cpu']:.1f} s, "
         f"emulator {f['emulator_cpu']:.1f} s); "
-        f"lockfile writes {f['writes']}, journal writes {f['journal_writes']}; "
+        f"lockfile writes {f['writes']}, journal writes {f['journal_writes']} "
+        f"(the slowest {f['slowest_write_ms']} ms); "
         f"bytes written {f['written_mb']:.2f} MB = "
         f"{f['written_x_final']:.2f} x the final lockfile ({f['final_mb']:.2f} MB); "
         f"peak RSS {f['rss_mb']:.0f} MB (the render's process; frame workers not counted); "
