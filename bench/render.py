@@ -48,6 +48,11 @@ def env_for(emu: Emulator) -> dict[str, str]:
     return out
 
 
+def process_env(emu: Emulator) -> dict[str, str]:
+    """The environment of a render run as its own process (a CLI render's, or a timed worker's)."""
+    return {**os.environ, **env_for(emu)}
+
+
 def independent(n: int, provider: str = "wavespeed") -> str:
     scenes = "".join(
         f'  - id: s{i:04d}\n    prompt: "[Static shot] scene {i}"\n'
@@ -121,7 +126,7 @@ def noop() -> None:
         spec = write(Path(tmp), independent(1000, provider="runware"))
         setup = timed_render(spec, emu, concurrency=64)
         before = len(emu.requests())
-        env = {**os.environ, **env_for(emu)}
+        env = process_env(emu)
         walls = []
         for _ in range(3):
             start = time.perf_counter()
@@ -148,7 +153,7 @@ def memory() -> None:
         run_emulator(job_seconds=0.2, output_bytes=size) as emu,
     ):
         spec = write(Path(tmp), independent(200, provider="runware"))
-        env = {**os.environ, **env_for(emu)}
+        env = process_env(emu)
         start = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "hailuo_pipe", "render", "--quiet", "-j", "20", str(spec)],

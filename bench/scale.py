@@ -173,7 +173,7 @@ def journal_of(lock: Path) -> list[Path]:
 
 
 def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
-    from render import env_for, independent, write
+    from render import independent, process_env, write
 
     from hailuo_emulator import run_emulator
 
@@ -184,7 +184,7 @@ def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
         lock = spec.with_suffix(".lock")
         print(f"  render {n:,} x {JOB_SECONDS:g} s, concurrency {concurrency}: {load()}")
         emu_cpu = emulator_cpu()
-        env = {**os.environ, **env_for(emu)}
+        env = process_env(emu)
         got = timed_render(spec, env, concurrency)
         emu_cpu = emulator_cpu() - emu_cpu
         kinds = Counter(r["kind"] for r in emu.requests())

@@ -87,7 +87,7 @@ def snakemake_bin() -> Path:
 
 def rendered(root: Path, n: int) -> Path:
     """A finished render of `independent(n)` in `root`: made here unless one is there."""
-    from render import env_for, independent, write
+    from render import independent, process_env, write
     from scale import timed_render
 
     from hailuo_emulator import run_emulator
@@ -101,7 +101,7 @@ def rendered(root: Path, n: int) -> Path:
         emu.warm()
         spec = write(root, independent(n))
         print(f"  render {n:,} x 1 s, concurrency {CONCURRENCY}: {load()}")
-        got = timed_render(spec, {**os.environ, **env_for(emu)}, CONCURRENCY)
+        got = timed_render(spec, process_env(emu), CONCURRENCY)
         print(f"    wall {got['wall']:.1f} s")
     return spec
 
@@ -209,7 +209,7 @@ def theirs(exe: Path, snakefile: Path) -> float:
 
 
 def size(n: int, rounds: int, exe: Path, keep: Path | None) -> dict[str, Any]:
-    from render import env_for
+    from render import process_env
 
     from hailuo_emulator import run_emulator
 
@@ -220,7 +220,7 @@ def size(n: int, rounds: int, exe: Path, keep: Path | None) -> dict[str, Any]:
         print(f"  snakemake's folder: {snakefile.parent} ({3 * n:,} hard-linked outputs)")
         # the emulator only so that a rerun that did send a request would be seen: it must not
         with run_emulator(job_seconds=1.0) as emu:
-            env = {**os.environ, **env_for(emu)}
+            env = process_env(emu)
             # A hard link changes the linked file's ctime, which our hash memo checks (as git's
             # index does): the first rerun after linking hashes every file again. One untimed
             # round of each side, as a render leaves its memos and a user's rerun finds them.
