@@ -17,7 +17,7 @@ from hailuo_pipe.render import shared as sharing
 from hailuo_pipe.render.events import Event
 from hailuo_pipe.render.options import RenderOptions
 from hailuo_pipe.render.polling import Poller
-from hailuo_pipe.state.lockfile import GroupWriter
+from hailuo_pipe.state.group_commit import GroupWriter
 from hailuo_pipe.storyboard.model import Scene, Storyboard
 
 if TYPE_CHECKING:

@@ -27,7 +27,8 @@ from hailuo_pipe.render.events import FAILED, STOPPED, Event, RenderResult, Scen
 from hailuo_pipe.render.options import RenderOptions
 from hailuo_pipe.render.polling import Interrupted, Poller
 from hailuo_pipe.render.scene import walk
-from hailuo_pipe.state.lockfile import GroupWriter, Lockfile
+from hailuo_pipe.state.group_commit import GroupWriter
+from hailuo_pipe.state.lockfile import Lockfile
 from hailuo_pipe.storyboard.graph import Graph
 from hailuo_pipe.storyboard.model import Scene, Storyboard
 

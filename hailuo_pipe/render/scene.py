@@ -310,7 +310,9 @@ class _Walk:
         request = await wire_request(self.ctx, self.scene, provider)
         # Recorded before sending: a crash from here on can never lead to a blind resubmit.
         again = self.again or proven_absent  # a lost one its provider's list proves jobless
-        await self.writer.transition(scene.id, "submitting", self._new_entry(key=key), again=again)
+        await self.writer.transition(
+            scene.id, "submitting", self._new_entry(key=key), again=again, at_once=True
+        )
         self.emit("submitting")
         self.ctx.submitted[scene.id] = time.monotonic()
         try:

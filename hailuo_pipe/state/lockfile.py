@@ -10,14 +10,11 @@ wide lock makes sure two renders of one spec never interleave.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import threading
-import time
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -47,7 +44,6 @@ __all__ = [
     "STATES",
     "Entry",
     "FileRecord",
-    "GroupWriter",
     "Lockfile",
     "State",
     "atomic_write",
@@ -300,12 +296,6 @@ class Lockfile:
             self.transition(scene_id, "adopted", state="submitted", job_id=job_id, error=None)
 
 
-QUICK = 0.005  # seconds: an append this fast is made on the event loop (see GroupWriter)
-# Lockfile writes get a thread of their own: queued behind frame extractions in the default
-# pool, a "submitted" record would wait for seconds while its job already runs.
-_WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lockfile")
-
-
 def _dumps(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
@@ -313,106 +303,6 @@ def _dumps(value: Any) -> str:
 def _nest(text: str, depth: int) -> str:
     """JSON text indented as if it sat `depth` levels deep in an indent=2 document."""
     return text.replace("\n", "\n" + "  " * depth)
-
-
-class GroupWriter:
-    """Lockfile writes for concurrent tasks, coalesced like a database's group commit.
-
-    Each caller returns only once a write that includes its change is on disk (so "submitting"
-    is durable before the request goes out), but the changes made in one turn of the event
-    loop, or while a write is running, share one write. A write appends the changed entries to
-    the journal: its cost is that of the changes, not of the whole lockfile. It is made on the
-    event loop itself while appends are quick (a local disk), and in a thread of its own once
-    one was slow, so that the loop keeps polling meanwhile.
-    """
-
-    def __init__(self, lock: Lockfile) -> None:
-        self.lock = lock
-        self._waiting: list[asyncio.Future[None]] = []  # callers the next write will answer
-        self._writing: list[asyncio.Future[None]] | None = None  # those of the write under way
-        self._quick = True  # the last append took less than QUICK: make the next one at once
-        # the loop at the end of whose turn a write is asked for (a loop that closed before
-        # that turn ended, a render cut short, must not keep the next one from asking)
-        self._due: asyncio.AbstractEventLoop | None = None
-
-    async def transition(
-        self,
-        scene_id: str,
-        name: str,
-        entry: Entry | None = None,
-        *,
-        again: bool = False,
-        **changes: Any,
-    ) -> Entry:
-        """`Lockfile.transition`, on disk before it returns."""
-        done = self.lock.transition(scene_id, name, entry, again=again, **changes)
-        self.lock._unwritten[scene_id] = None  # the next group commit journals it
-        await self.flush()
-        return done
-
-    async def flush(self) -> None:
-        """Return once every change made so far is on disk; the write's error otherwise."""
-        loop = asyncio.get_running_loop()
-        written = loop.create_future()
-        self._waiting.append(written)
-        if self._writing is None and self._due is not loop:
-            # at the end of this turn of the loop, not now: the changes that the turn's other
-            # callbacks make (a hundred jobs ending together) share the write
-            self._due = loop
-            loop.call_soon(self._start, loop)
-        await written
-
-    # Why on the loop, and callbacks rather than a task: each hop between the thread, a task and
-    # its callers is a turn of the event loop, and a turn lasts milliseconds when a hundred jobs
-    # end together. A "submitting" record, which the next job's submit waits for, took 25-40 ms
-    # through a lock and the thread, for an append of 0.4 ms. In the thread, a write's end now
-    # answers its callers in one turn and starts the next write, of what changed meanwhile, in
-    # the same one.
-
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Journal, as one append, every change not yet written."""
-        lock = self.lock
-        self._due = None
-        dirty, lock._unwritten = lock._unwritten, {}
-        self._writing, self._waiting = self._waiting, []
-        try:
-            lines = b"".join(journals.line(sid, lock.scenes[sid].to_json()) for sid in dirty)
-            if self._quick and self._append(lines, len(dirty), wait=False):
-                self._ended(loop, dirty, None)
-                return
-            work = _WRITER.submit(self._append, lines, len(dirty))
-        except Exception as err:
-            self._ended(loop, dirty, err)
-            return
-
-        def hand_back(work: Future[bool]) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: a render cut short
-                loop.call_soon_threadsafe(self._ended, loop, dirty, work.exception())
-
-        work.add_done_callback(hand_back)
-
-    def _append(self, lines: bytes, count: int, *, wait: bool = True) -> bool:
-        began = time.perf_counter()
-        appended = self.lock.append(lines, count, wait=wait)
-        if appended:
-            self._quick = time.perf_counter() - began < QUICK
-        return appended
-
-    def _ended(
-        self, loop: asyncio.AbstractEventLoop, dirty: dict[str, None], err: BaseException | None
-    ) -> None:
-        callers, self._writing = self._writing or [], None
-        if err is not None:  # not on disk: the next write, whoever asks for it, takes them along
-            self.lock._unwritten = {**dirty, **self.lock._unwritten}
-        for written in callers:
-            if written.done():  # its caller was cancelled
-                continue
-            if err is None:
-                written.set_result(None)
-            else:
-                written.set_exception(err)
-        if self._waiting:
-            self._start(loop)
 
 
 def write_lockfile(path: Path, data: bytes) -> None:

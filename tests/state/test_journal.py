@@ -19,7 +19,8 @@ import pytest
 from hailuo_pipe.errors import LockfileError
 from hailuo_pipe.state import journal as journals
 from hailuo_pipe.state import lockfile
-from hailuo_pipe.state.lockfile import Entry, FileRecord, GroupWriter, Lockfile, exclusive
+from hailuo_pipe.state.group_commit import GroupWriter
+from hailuo_pipe.state.lockfile import Entry, FileRecord, Lockfile, exclusive
 from hailuo_pipe.state.transitions import TRANSITIONS
 
 
@@ -269,7 +270,8 @@ KILLED_WRITER = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from hailuo_pipe.state.lockfile import Entry, GroupWriter, Lockfile, exclusive
+    from hailuo_pipe.state.group_commit import GroupWriter
+    from hailuo_pipe.state.lockfile import Entry, Lockfile, exclusive
 
     path = Path(sys.argv[1])
 

@@ -174,9 +174,9 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     """On a disk whose appends are slow, writes go to the writer's thread and coalesce."""
     import asyncio
 
-    from hailuo_pipe.state import lockfile
+    from hailuo_pipe.state import group_commit, lockfile
 
-    monkeypatch.setattr(lockfile, "QUICK", 0.0)  # every append "slow"
+    monkeypatch.setattr(group_commit, "QUICK", 0.0)  # every append "slow"
     lock = Lockfile(tmp_path / "s.lock", "s")
     writes: list[int] = []  # lines appended per group commit
     real = lockfile.append_journal
@@ -190,7 +190,7 @@ def test_group_writer_coalesces_and_reports_failures_to_each_caller(
     monkeypatch.setattr(lockfile, "append_journal", counted)
 
     async def many(prefix: str) -> list[object]:
-        writer = lockfile.GroupWriter(lock)
+        writer = group_commit.GroupWriter(lock)
         puts = [writer.transition(f"{prefix}{i}", "resumed", entry()) for i in range(20)]
         return await asyncio.gather(*puts, return_exceptions=True)
 
@@ -215,10 +215,10 @@ def test_group_writer_asks_again_in_a_new_loop_whatever_the_old_one_left(tmp_pat
     render cut short) does not keep a later loop's changes from being written."""
     import asyncio
 
-    from hailuo_pipe.state import lockfile
+    from hailuo_pipe.state import group_commit
 
     lock = Lockfile(tmp_path / "s.lock", "s")
-    writer = lockfile.GroupWriter(lock)
+    writer = group_commit.GroupWriter(lock)
     gone = asyncio.new_event_loop()
     gone.close()
     writer._due = gone  # as a closed loop leaves it
@@ -239,7 +239,7 @@ def test_group_writer_appends_at_once_on_a_quick_disk_and_in_its_thread_once_one
     import asyncio
     import threading
 
-    from hailuo_pipe.state import lockfile
+    from hailuo_pipe.state import group_commit, lockfile
 
     lock = Lockfile(tmp_path / "s.lock", "s")
     threads: list[str] = []
@@ -252,7 +252,7 @@ def test_group_writer_appends_at_once_on_a_quick_disk_and_in_its_thread_once_one
     monkeypatch.setattr(lockfile, "append_journal", watched)
 
     async def one_by_one(prefix: str) -> None:
-        writer = lockfile.GroupWriter(lock)
+        writer = group_commit.GroupWriter(lock)
         for i in range(3):
             await writer.transition(f"{prefix}{i}", "resumed", entry())
         if prefix == "slow":
@@ -261,9 +261,66 @@ def test_group_writer_appends_at_once_on_a_quick_disk_and_in_its_thread_once_one
     asyncio.run(one_by_one("quick"))
     assert threads == ["MainThread"] * 3
     threads.clear()
-    monkeypatch.setattr(lockfile, "QUICK", 0.0)
+    monkeypatch.setattr(group_commit, "QUICK", 0.0)
     asyncio.run(one_by_one("slow"))
     assert threads[0] == "MainThread" and all(t.startswith("lockfile") for t in threads[1:])
     assert set(Lockfile.load(lock.path, "s").scenes) == {
         f"{p}{i}" for p in ("quick", "slow") for i in range(3)
     }
+
+
+def test_a_change_written_at_once_is_on_disk_in_its_own_turn_with_every_change_before_it(
+    tmp_path: Path,
+) -> None:
+    """`at_once` (the record a submit waits for): on a quick disk the change is on disk when
+    the call returns, with no turn of the loop in between, and it takes along the changes
+    other tasks made and wait for; they are answered too."""
+    import asyncio
+
+    from hailuo_pipe.state import group_commit
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+
+    async def main() -> None:
+        writer = group_commit.GroupWriter(lock)
+        other = asyncio.ensure_future(writer.transition("a", "resumed", entry()))
+        await asyncio.sleep(0)  # "a" is changed, its write asked for at the end of a turn
+        assert not other.done()
+        turns: list[int] = []
+        asyncio.get_running_loop().call_soon(turns.append, 1)
+        await writer.transition("b", "resumed", entry(), at_once=True)
+        assert turns == []  # the loop did not turn
+        parsed = journals.parse(lock.journal, lock.journal.read_bytes())
+        assert parsed is not None and [c.scene for c in parsed.changes] == ["a", "b"]
+        await asyncio.wait_for(other, timeout=10)  # answered, and written once
+        await asyncio.sleep(0.05)  # the write asked for finds nothing left to write
+        parsed = journals.parse(lock.journal, lock.journal.read_bytes())
+        assert parsed is not None and len(parsed.changes) == 2
+
+    asyncio.run(main())
+    assert set(Lockfile.load(lock.path, "s").scenes) == {"a", "b"}
+
+
+def test_a_change_asked_at_once_waits_its_turn_on_a_slow_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once appends are slow they go to the writer's thread, `at_once` or not: the loop is
+    never held up by a slow disk, and the change is still on disk before the call returns."""
+    import asyncio
+
+    from hailuo_pipe.state import group_commit
+
+    monkeypatch.setattr(group_commit, "QUICK", 0.0)  # every append "slow"
+    lock = Lockfile(tmp_path / "s.lock", "s")
+
+    async def main() -> None:
+        writer = group_commit.GroupWriter(lock)
+        await writer.transition("a", "resumed", entry())  # slow: the next ones go to the thread
+        turns: list[int] = []
+        asyncio.get_running_loop().call_soon(turns.append, 1)
+        await writer.transition("b", "resumed", entry(), at_once=True)
+        assert turns == [1]
+        parsed = journals.parse(lock.journal, lock.journal.read_bytes())
+        assert parsed is not None and [c.scene for c in parsed.changes] == ["a", "b"]
+
+    asyncio.run(main())
