@@ -101,6 +101,7 @@ def worker(spec: str, concurrency: int) -> None:
 
     counts = _counting()
     options = RenderOptions(environ=dict(os.environ), concurrency=concurrency)
+    began = time.time()  # the wall clock the emulator's request log uses (bench/timeline.py)
     start, loop_start = time.perf_counter(), time.thread_time()
     result = render(load_storyboard(Path(spec)), options)
     wall, loop_cpu = time.perf_counter() - start, time.thread_time() - loop_start
@@ -108,7 +109,8 @@ def worker(spec: str, concurrency: int) -> None:
     assert not bad, bad[:3]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cpu = time.process_time()
-    print(json.dumps({"wall": wall, "rss_mb": rss, "cpu": cpu, "loop_cpu": loop_cpu, **counts}))
+    figures = {"wall": wall, "began": began, "rss_mb": rss, "cpu": cpu, "loop_cpu": loop_cpu}
+    print(json.dumps({**figures, **counts}))
 
 
 def timed_render(spec: Path, env: dict[str, str], concurrency: int) -> dict[str, Any]:
@@ -173,7 +175,7 @@ def journal_of(lock: Path) -> list[Path]:
 
 
 def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
-    from render import independent, process_env, write
+    from render import create_cost, independent, process_env, write
 
     from hailuo_emulator import run_emulator
 
@@ -183,6 +185,7 @@ def size(n: int, concurrency: int, keep: Path | None = None) -> dict[str, Any]:
         spec = write(root, independent(n))
         lock = spec.with_suffix(".lock")
         print(f"  render {n:,} x {JOB_SECONDS:g} s, concurrency {concurrency}: {load()}")
+        print(f"    in {root}: {create_cost(root)}")
         emu_cpu = emulator_cpu()
         env = process_env(emu)
         got = timed_render(spec, env, concurrency)
