@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from hailuo_pipe.cli.common import F, json_option, reports_errors, spec_options
+from hailuo_pipe.cli.common import F, echo_json, json_option, reports_errors, spec_options
 from hailuo_pipe.cli.common import load_spec as _load
 from hailuo_pipe.cli.common import scrub as _scrub
 from hailuo_pipe.cli.defaults import ConfiguredGroup
@@ -77,10 +75,6 @@ def _lease_line(held: LeaseHeld) -> str:
     return _scrub(line)  # holder and job id come from a shared cache others write
 
 
-def _echo_json(data: Mapping[str, Any]) -> None:
-    click.echo(json.dumps(data, indent=2))
-
-
 @click.group("cache", cls=ConfiguredGroup)
 def cache_group() -> None:
     """The shared result cache: list, push, pull and clean up finished clips."""
@@ -106,7 +100,7 @@ def cache_ls(
     cache = _open_cache(cache_url, boards)
     listed, leases = list_cache(cache, boards)
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "ok": True,
                 "cache": cache.url,
@@ -136,7 +130,7 @@ def cache_ls(
 def _sync_lines(rows: list[tuple[str, Any]], as_json: bool, **extra: Any) -> None:
     """Print push/pull outcomes; exit 1 when any of them is an error."""
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "ok": not any(o.status == "error" for _, o in rows),
                 **extra,
@@ -248,7 +242,7 @@ def cache_gc(
     cache = _open_cache(cache_url, boards)
     removed, expired = gc_cache(cache, boards, dry_run=dry_run, grace=grace)
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "ok": True,
                 "cache": cache.url,

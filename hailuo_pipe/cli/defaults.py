@@ -28,10 +28,12 @@ wins:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PREFIX = "HAILUO_PIPE"
 SHARED = ("provider", "var")  # options with a short, command-less variable too
@@ -110,7 +112,11 @@ def _start(command: click.Command, ctx: click.Context, args: list[str]) -> Path:
         value = opts.get(key)
         first = value[0] if isinstance(value, list | tuple) and value else value
         if isinstance(first, str) and first:
+            from pathlib import Path
+
             return Path(first).absolute().parent
+    from pathlib import Path  # here: `--help` needs none of it
+
     return Path.cwd()
 
 

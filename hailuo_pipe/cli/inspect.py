@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
@@ -26,6 +25,8 @@ def status(spec: str, variables: tuple[str, ...], provider: str | None, as_json:
     lock = Lockfile.load(board.lock_path, board.name)
     the_plan = make_plan(board, lock)
     if as_json:
+        import json
+
         click.echo(
             json.dumps(
                 {
@@ -70,7 +71,7 @@ def cut(spec: str, variables: tuple[str, ...], provider: str | None, as_json: bo
     with exclusive(board.lock_path, wait=True):
         path = assemble(board, Lockfile.load(board.lock_path, board.name))
     if as_json:
-        click.echo(json.dumps({"ok": True, "cut": str(board.path.parent / path)}, indent=2))
+        common.echo_json({"ok": True, "cut": str(board.path.parent / path)})
     else:
         click.echo(board.path.parent / path)
 
@@ -106,6 +107,8 @@ def report(
     where = Path(out_dir) if out_dir is not None else None
     page = write_report(board, lock, make_plan(board, lock), where)
     if as_json:
+        import json
+
         click.echo(json.dumps({"ok": True, "report": str(page)}))
     else:
         click.echo(f"report: {page}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING
 
@@ -128,6 +127,8 @@ def plan(
         )
         saved.write(Path(out))
     if as_json:
+        import json
+
         click.echo(
             json.dumps(
                 {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -215,6 +214,8 @@ def _report_render(result: Any, board: Storyboard, spec: str, as_json: bool) -> 
     from hailuo_pipe.render import summary_line
 
     if as_json:
+        import json
+
         echo_shown(
             json.dumps(
                 {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +9,7 @@ import click
 
 from hailuo_pipe.cli.common import (
     PROVIDER_NAMES,
+    echo_json,
     json_option,
     parse_vars,
     reports_errors,
@@ -43,7 +43,7 @@ def validate(
     if problems:
         raise SpecError(problems)
     if as_json:
-        click.echo(json.dumps({"ok": True, "errors": [], "scenes": counts}, indent=2))
+        echo_json({"ok": True, "errors": [], "scenes": counts})
     else:
         for spec, n in counts.items():
             click.echo(f"{spec}: ok ({n} scene{'s' if n != 1 else ''})")
@@ -54,7 +54,7 @@ def schema() -> None:
     """Print the storyboard JSON Schema (for editors' YAML language servers)."""
     from hailuo_pipe.storyboard.schemas import load_schema
 
-    click.echo(json.dumps(load_schema("storyboard"), indent=2))
+    echo_json(load_schema("storyboard"))
 
 
 def _provider_rows() -> list[Mapping[str, Any]]:
@@ -100,7 +100,7 @@ def providers_cmd(as_json: bool) -> None:
     """List the providers: resolutions, durations, frames, prices and environment variables."""
     rows = _provider_rows()
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        echo_json(rows)
         return
     for r in rows:
         click.echo(f"{r['name']}  ({r['title']})")
