@@ -55,6 +55,8 @@ class GroupWriter:
         two turns later (a turn lasts milliseconds when a hundred jobs end together)."""
         done = self.lock.transition(scene_id, name, entry, again=again, **changes)
         self.lock._unwritten[scene_id] = None  # the next group commit journals it
+        if done.state == "done":
+            self.lock.encode_ahead(scene_id)
         if at_once and self._write_now(asyncio.get_running_loop()):
             return done
         await self.flush()

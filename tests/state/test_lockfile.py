@@ -324,3 +324,33 @@ def test_a_change_asked_at_once_waits_its_turn_on_a_slow_disk(
         assert parsed is not None and [c.scene for c in parsed.changes] == ["a", "b"]
 
     asyncio.run(main())
+
+
+def test_a_finished_entry_is_encoded_for_the_file_when_recorded_and_the_file_is_unchanged(
+    tmp_path: Path,
+) -> None:
+    """The fold at a render's end encodes only what is not encoded yet: a scene's entry is
+    encoded as the file will hold it once it is done (it changes no more in its render), and
+    the file's bytes are json.dumps's all the same."""
+    import asyncio
+
+    from hailuo_pipe.state import group_commit
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    done = entry(
+        state="done",
+        finished_at="2026-01-01T00:01:00Z",
+        request={"prompt": "é\n"},
+        output=FileRecord("renders/b.mp4", "ff", 10),
+    )
+
+    async def main() -> None:
+        writer = group_commit.GroupWriter(lock)
+        await writer.transition("a", "resumed", entry())
+        await writer.transition("b", "pulled", done)
+
+    asyncio.run(main())
+    assert set(lock._texts) == {"b"}  # "a" is still running: encoded at the fold
+    lock.save()
+    expected = json.dumps(lock.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert lock.path.read_text(encoding="utf-8") == expected
