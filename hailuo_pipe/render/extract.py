@@ -32,10 +32,14 @@ QUEUED = 256  # clips handed to the workers ahead of time (see `_processes`)
 def pool(clips: int) -> Executor:
     """Where to extract the frames of `clips` clips: as many workers as CPUs (more would only
     starve the event loop's process of CPU too)."""
-    workers = os.cpu_count() or 1
+    workers = _workers()
     if clips < PROCESSES_FROM or workers < 2:
         return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frames")
     return _processes(workers)
+
+
+def _workers() -> int:
+    return os.cpu_count() or 1
 
 
 def _processes(workers: int) -> ProcessPoolExecutor:
@@ -53,6 +57,23 @@ def _processes(workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker)
     finally:
         setattr(module, "EXTRA_QUEUED_CALLS", default)  # noqa: B010
+
+
+def warm(decoders: Executor) -> None:
+    """Start worker processes and load PyAV in each, now rather than when the first clips end
+    (run in a thread at a render's start, while the first jobs run): started then, their
+    start and imports took CPU from the loop just as a hundred ended jobs' next submits waited
+    for it. A failure is left for the first extraction to report."""
+    if not isinstance(decoders, ProcessPoolExecutor):
+        return
+    with contextlib.suppress(Exception):
+        workers = [decoders.submit(_load) for _ in range(_workers())]
+        for started in workers:
+            started.result()
+
+
+def _load() -> None:
+    import hailuo_pipe.media  # noqa: F401
 
 
 def _worker() -> None:

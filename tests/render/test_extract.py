@@ -119,6 +119,17 @@ def test_loading_pyav_ahead_of_the_first_clip_leaves_a_failure_to_that_clip(
     from hailuo_pipe.render import run
 
     monkeypatch.setitem(sys.modules, "hailuo_pipe.media", None)  # import raises ImportError
-    run._load_media()
+    run._load_media(ThreadPoolExecutor(max_workers=1))
     with pytest.raises(ImportError):
         import hailuo_pipe.media  # noqa: F401
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: frames are extracted in threads")
+def test_a_warmed_pool_has_started_its_worker_processes() -> None:
+    """Started while the first jobs run (`run._warm`), not by the first clips to end."""
+    decoders = extract.pool(extract.PROCESSES_FROM)
+    try:
+        extract.warm(decoders)
+        assert len(decoders._processes) == extract._workers()  # type: ignore[attr-defined]
+    finally:
+        decoders.shutdown()
