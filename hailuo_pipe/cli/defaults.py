@@ -104,6 +104,8 @@ def _path(ctx: click.Context) -> tuple[str, ...]:
 
 def _start(command: click.Command, ctx: click.Context, args: list[str]) -> Path:
     """The folder to look from: the storyboard's, when the command line names one."""
+    from pathlib import Path  # here, not at the top: `--help` needs none of it
+
     try:
         opts, _, _ = command.make_parser(ctx).parse_args(args=list(args))
     except click.UsageError:
@@ -112,11 +114,7 @@ def _start(command: click.Command, ctx: click.Context, args: list[str]) -> Path:
         value = opts.get(key)
         first = value[0] if isinstance(value, list | tuple) and value else value
         if isinstance(first, str) and first:
-            from pathlib import Path
-
             return Path(first).absolute().parent
-    from pathlib import Path  # here: `--help` needs none of it
-
     return Path.cwd()
 
 

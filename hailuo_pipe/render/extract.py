@@ -61,9 +61,9 @@ def _processes(workers: int) -> ProcessPoolExecutor:
 
 def warm(decoders: Executor) -> None:
     """Start worker processes and load PyAV in each, now rather than when the first clips end
-    (run in a thread at a render's start, while the first jobs run): started then, their
-    start and imports took CPU from the loop just as a hundred ended jobs' next submits waited
-    for it. A failure is left for the first extraction to report."""
+    (run in a thread while the first jobs run: `run._warm`): started then, their start and
+    imports took CPU from the loop just as a hundred ended jobs' next submits waited for it.
+    A failure is left for the first extraction to report."""
     if not isinstance(decoders, ProcessPoolExecutor):
         return
     with contextlib.suppress(Exception):

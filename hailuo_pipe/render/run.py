@@ -129,7 +129,7 @@ class _Run:
         workers, while the first jobs run: once their submits are out, as all of it takes CPU
         and the GIL. Loaded by that check and the first extraction, they held the loop up
         just as the first jobs ended and the next submits waited for it; loaded at the start,
-        they spread the first submits over 0.16 s instead of 0.03 s (bench/README.md)."""
+        they spread the first submits over 0.12-0.17 s instead of 0.02-0.04 s (bench/README)."""
         first_wave = min(working, self.opts.concurrency)
         for _ in range(WARM_LOOKS):  # a render whose scenes submit nothing warms up all the same
             if len(self.ctx.submitted) >= first_wave:
