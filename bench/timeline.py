@@ -101,7 +101,7 @@ def main() -> None:
                 f"{load()}; {create_cost(Path(tmp))}"
             )
             figures = timed_render(spec, process_env(emu), args.concurrency)
-            jobs = emu._control("GET", "job-list")["jobs"]
+            jobs = emu.job_list()
             analyse(figures, jobs, emu.requests(), args.concurrency)
 
 
