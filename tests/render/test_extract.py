@@ -3,12 +3,14 @@ tells the render's hash memo what it hashed; a small render keeps threads."""
 
 from __future__ import annotations
 
+import concurrent.futures.process
 import hashlib
 import json
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.emulator_fixture import provider_env
@@ -133,3 +135,17 @@ def test_a_warmed_pool_has_started_its_worker_processes() -> None:
         assert len(decoders._processes) == extract._workers()  # type: ignore[attr-defined]
     finally:
         decoders.shutdown()
+
+
+def test_warming_a_pool_that_is_shut_down_or_broken_is_left_to_the_first_extraction() -> None:
+    """The warm-up runs in a thread nobody waits on: a pool it cannot use raises nothing there
+    (the first extraction reports, and replaces, a broken pool)."""
+    decoders = extract.pool(extract.PROCESSES_FROM)
+    decoders.shutdown()
+    extract.warm(decoders)  # submit refused: RuntimeError, swallowed
+
+    class Broken(ProcessPoolExecutor):
+        def submit(self, *args: object, **kwargs: object) -> Any:
+            raise concurrent.futures.process.BrokenProcessPool("a worker died")
+
+    extract.warm(Broken(max_workers=1))

@@ -354,3 +354,62 @@ def test_a_finished_entry_is_encoded_for_the_file_when_recorded_and_the_file_is_
     lock.save()
     expected = json.dumps(lock.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     assert lock.path.read_text(encoding="utf-8") == expected
+
+
+def test_a_change_asked_at_once_that_cannot_be_written_fails_its_caller_and_is_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under `at_once`: the submit that waits for it hears of it (so it is never
+    sent), as does every change the write took along, and a later write still records them."""
+    import asyncio
+
+    from hailuo_pipe.state import group_commit, lockfile
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    real = lockfile.append_journal
+    full = True
+
+    def fills_up(path: Path, data: bytes, *, fresh: bool = False) -> None:
+        if full:
+            raise OSError(28, "No space left on device")
+        real(path, data, fresh=fresh)
+
+    monkeypatch.setattr(lockfile, "append_journal", fills_up)
+
+    async def main() -> None:
+        nonlocal full
+        writer = group_commit.GroupWriter(lock)
+        other = asyncio.ensure_future(writer.transition("a", "resumed", entry()))
+        await asyncio.sleep(0)
+        with pytest.raises(LockfileError, match="No space left on device"):
+            await writer.transition("b", "resumed", entry(), at_once=True)
+        with pytest.raises(LockfileError, match="No space left on device"):
+            await asyncio.wait_for(other, timeout=10)
+        full = False
+        await writer.transition("c", "resumed", entry(), at_once=True)
+
+    asyncio.run(main())
+    assert set(Lockfile.load(lock.path, "s").scenes) == {"a", "b", "c"}
+
+
+def test_an_entry_encoded_ahead_and_changed_after_is_written_as_changed(tmp_path: Path) -> None:
+    """A done scene's frames extracted again (`restored`) after its entry was encoded for the
+    file: the file holds the new frames, not the text encoded before."""
+    import asyncio
+
+    from hailuo_pipe.state import group_commit
+
+    lock = Lockfile(tmp_path / "s.lock", "s")
+    clip = FileRecord("renders/b.mp4", "ff", 10)
+    old = {"last": FileRecord("renders/b.last.png", "aa", 3, "pixels:01")}
+    new = {"last": FileRecord("renders/b.last.png", "bb", 4, "pixels:02")}
+
+    async def main() -> None:
+        writer = group_commit.GroupWriter(lock)
+        await writer.transition("b", "pulled", entry(state="done", output=clip, frames=old))
+        await writer.transition("b", "restored", frames=new)
+
+    asyncio.run(main())
+    lock.save()
+    saved = json.loads(lock.path.read_text(encoding="utf-8"))
+    assert saved["scenes"]["b"]["frames"]["last"]["sha256"] == "bb"
