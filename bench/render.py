@@ -38,8 +38,8 @@ from hailuo_pipe.validate import load_storyboard
 def create_cost(folder: Path, files: int = 200) -> str:
     """What creating an empty file costs in `folder`, in CPU (the kernel's included): printed
     beside a render's figures, as a render creates three files a scene. On the development
-    machine it was 0.4-0.8 ms in the first half hour after a boot (and while the test suite ran
-    beside it), and 20 us otherwise: a figure taken meanwhile says so."""
+    machine it went from 15 to 930 us from one minute to the next (bench/README.md, session
+    13): a figure taken meanwhile says so."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         start = time.process_time()
         for i in range(files):
